@@ -1,0 +1,65 @@
+"""The ``course`` command: environment check, model build, benchmarks, quizzes and grading.
+
+Each subcommand lives beside the module it uses; this file only wires them up.
+Add a subcommand by writing ``def _add_NAME(sub)`` that registers a parser
+with ``set_defaults(func=...)`` and listing it in ``_REGISTRARS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from course_lib.check import check_env
+
+    return 0 if check_env() else 1
+
+
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="check that this machine can run the course ([OK]/[FAIL] lines)")
+    p.set_defaults(func=_cmd_check)
+
+
+def _cmd_build_model(args: argparse.Namespace) -> int:
+    from course_lib.model import ensure_model
+
+    info = ensure_model()
+    print(f"{info.path}  ({info.num_parameters / 1e6:.1f}M parameters, weights sha256 {info.weights_sha256[:16]}...)")
+    return 0
+
+
+def _add_build_model(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build-model", help="build the embedded tiny model now (otherwise built on first use)")
+    p.set_defaults(func=_cmd_build_model)
+
+
+_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_check, _add_build_model]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="course", description="Prefix Caching with vLLM: course tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for register in _REGISTRARS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from course_lib.engine import CourseError
+
+    try:
+        return int(args.func(args) or 0)
+    except CourseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""Engine helpers: one way to start vLLM on a CPU or a GPU, and honest per-request numbers.
+
+Taught in ``notebooks/00_setup.ipynb`` (``make_llm``, ``measure``) and
+``notebooks/02_live_engine.ipynb`` (``warm_cache``, the knobs).
+
+The CPU and CUDA paths are the same code with other defaults (``engine_defaults``):
+
+=================  ===========================  ==================================
+setting            CPU (tested in CI)           CUDA
+=================  ===========================  ==================================
+model              the embedded tiny Llama      ``$COURSE_MODEL`` or DEFAULT_CUDA_MODEL
+block_size         32 (CPU attention needs      16 (vLLM's default on GPUs)
+                   a multiple of 32)
+KV cache budget    1 GiB (``kv_cache_memory_    ``gpu_memory_utilization`` 0.5
+                   bytes``; VLLM_CPU_KVCACHE_
+                   SPACE wins if set)
+compilation        ``enforce_eager`` (starts    vLLM's default (CUDA graphs)
+                   in ~3 s instead of ~50 s)
+=================  ===========================  ==================================
+
+Both run the engine core in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), so the
+engine works in a Jupyter kernel and under pytest without a ``__main__`` guard.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
+
+if TYPE_CHECKING:  # vLLM is imported lazily: the environment must be set first.
+    from vllm import LLM, SamplingParams
+
+CPU_BLOCK_SIZE = 32
+CUDA_BLOCK_SIZE = 16
+DEFAULT_CUDA_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+DEFAULT_CPU_KV_CACHE_GIB = 1
+DEFAULT_MAX_MODEL_LEN = 4096
+
+Prompt = Union[str, Sequence[int]]
+
+
+class CourseError(RuntimeError):
+    """A problem the learner can fix; the message says how."""
+
+
+def detect_device() -> str:
+    """``"cuda"`` if vLLM will run on an NVIDIA GPU here, else ``"cpu"``.
+
+    ``$COURSE_DEVICE`` (``cpu`` or ``cuda``) overrides the detection.
+    """
+    forced = os.environ.get("COURSE_DEVICE", "").strip().lower()
+    if forced:
+        if forced not in ("cpu", "cuda"):
+            raise CourseError(f"COURSE_DEVICE must be 'cpu' or 'cuda', not {forced!r}")
+        return forced
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def vllm_available() -> bool:
+    """True if the ``vllm`` module (CPU or CUDA build) can be imported."""
+    return importlib.util.find_spec("vllm") is not None
+
+
+def prepare_environment() -> None:
+    """Set the environment vLLM reads at import and start-up (only where unset).
+
+    Must run before ``import vllm``; ``make_llm`` and ``course_lib.server`` call it.
+    """
+    # The engine core in this process: works in notebooks and needs no __main__ guard.
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    # No telemetry from a course machine.
+    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def default_model(device: str | None = None) -> str:
+    """The model ``make_llm`` loads when none is given: a path or a hub name."""
+    device = device or detect_device()
+    if os.environ.get("COURSE_MODEL"):
+        return os.environ["COURSE_MODEL"]
+    if device == "cuda":
+        return DEFAULT_CUDA_MODEL
+    from course_lib.model import ensure_model
+
+    return str(ensure_model().path)
+
+
+def engine_defaults(device: str) -> dict[str, Any]:
+    """vLLM engine arguments the course uses on ``device`` (without the model)."""
+    common: dict[str, Any] = {
+        "enable_prefix_caching": True,  # V1's default already; explicit for the reader
+        "max_model_len": DEFAULT_MAX_MODEL_LEN,
+        "seed": 0,
+        "disable_log_stats": False,  # per-request timestamps (TTFT) and LLM.get_metrics()
+    }
+    if device == "cuda":
+        return common | {"block_size": CUDA_BLOCK_SIZE, "gpu_memory_utilization": 0.5}
+    defaults = common | {"block_size": CPU_BLOCK_SIZE, "enforce_eager": True, "dtype": "bfloat16"}
+    if not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        defaults["kv_cache_memory_bytes"] = DEFAULT_CPU_KV_CACHE_GIB << 30
+    return defaults
+
+
+def _check_block_size(device: str, block_size: int) -> None:
+    if not isinstance(block_size, int) or block_size <= 0:
+        raise CourseError(f"block_size must be a positive integer, not {block_size!r}")
+    if device == "cpu" and block_size % CPU_BLOCK_SIZE:
+        raise CourseError(
+            f"block_size={block_size} does not run on vLLM's CPU backend: its attention kernel "
+            f"needs a multiple of {CPU_BLOCK_SIZE} (32, 64, 96, 128, ...). 16 is the GPU default."
+        )
+
+
+def _check_model(model: str) -> None:
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise CourseError(f"model directory {model!r} has no config.json: it is not a Hugging Face model directory")
+    elif model.startswith((".", "/", "~")):
+        raise CourseError(
+            f"model directory {model!r} does not exist. Leave model=None to use the course's "
+            "embedded model, or set COURSE_MODEL to a model directory (or a hub name on a GPU machine)."
+        )
+
+
+def make_llm(model: str | None = None, **overrides: Any) -> "LLM":
+    """Start a real vLLM engine with the course's per-device defaults.
+
+    Any vLLM engine argument can be overridden, e.g. ``make_llm(block_size=64)``,
+    ``make_llm(enable_prefix_caching=False)``, ``make_llm(num_gpu_blocks_override=8)``.
+    """
+    device = detect_device()
+    prepare_environment()
+    if not vllm_available():
+        raise CourseError(
+            "vLLM is not installed in this Python environment. Run `make setup` (CPU) or "
+            "`make setup-gpu` (NVIDIA GPU) at the repository root, then use the .venv kernel."
+        )
+    model = model or default_model(device)
+    _check_model(model)
+    kwargs = engine_defaults(device) | overrides
+    _check_block_size(device, kwargs["block_size"])
+    blocks = kwargs.get("num_gpu_blocks_override")
+    if blocks and "max_model_len" not in overrides:
+        # A tiny pool (to show eviction) cannot hold a 4096-token request; vLLM refuses to
+        # start unless max_model_len fits. One block is vLLM's reserved null block.
+        kwargs["max_model_len"] = min(DEFAULT_MAX_MODEL_LEN, (blocks - 1) * kwargs["block_size"])
+    from vllm import LLM
+
+    try:
+        return LLM(model=model, **kwargs)
+    except (ValueError, RuntimeError) as exc:  # vLLM's own validation, made readable
+        raise CourseError(f"vLLM could not start with {kwargs}: {exc}") from exc
+
+
+@dataclass
+class RequestStats:
+    """What one request cost: the numbers vLLM reports for it.
+
+    ``num_cached_tokens`` comes from vLLM's ``RequestOutput.num_cached_tokens``
+    (tokens whose KV came from the prefix cache); ``ttft_s`` is the time to the
+    first token (see ``measure`` for how it is measured).
+    """
+
+    prompt_tokens: int
+    num_cached_tokens: int
+    ttft_s: float
+    text: str = ""
+    output_token_ids: list[int] = field(default_factory=list, repr=False)
+
+    @property
+    def prefilled_tokens(self) -> int:
+        """Tokens the engine had to compute: the prompt minus the cache hit."""
+        return self.prompt_tokens - self.num_cached_tokens
+
+    @property
+    def hit_rate(self) -> float:
+        """Share of this prompt served from the prefix cache."""
+        return self.num_cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
+
+
+def default_sampling() -> "SamplingParams":
+    """Greedy, one token: a request that is all prefill, so its time is the TTFT."""
+    from vllm import SamplingParams
+
+    return SamplingParams(max_tokens=1, temperature=0.0)
+
+
+def _as_prompt(prompt: Prompt, cache_salt: str | None = None) -> Any:
+    if isinstance(prompt, str):
+        p: dict[str, Any] = {"prompt": prompt}
+    else:
+        p = {"prompt_token_ids": list(prompt)}
+    if cache_salt is not None:
+        p["cache_salt"] = cache_salt
+    return p
+
+
+def prompt_token_ids(llm: "LLM", prompt: Prompt) -> list[int]:
+    """The token ids vLLM will see for ``prompt`` (strings go through its tokenizer)."""
+    if isinstance(prompt, str):
+        return list(llm.get_tokenizer().encode(prompt))
+    return list(prompt)
+
+
+def _check_fits(llm: "LLM", n_tokens: int, max_tokens: int) -> None:
+    max_len = llm.llm_engine.model_config.max_model_len
+    if n_tokens + max_tokens > max_len:
+        raise CourseError(
+            f"prompt of {n_tokens} tokens plus {max_tokens} to generate exceeds max_model_len={max_len}. "
+            "Shorten the prompt, lower max_tokens, or start the engine with a larger max_model_len "
+            "(up to the model's max_position_embeddings)."
+        )
+
+
+def run_one(
+    llm: "LLM", prompt: Prompt, sampling: "SamplingParams | None" = None, *, cache_salt: str | None = None
+) -> RequestStats:
+    """Run one request alone and return its ``RequestStats``."""
+    sampling = sampling or default_sampling()
+    n = len(prompt_token_ids(llm, prompt))
+    _check_fits(llm, n, sampling.max_tokens or 0)
+    start = time.perf_counter()
+    out = llm.generate([_as_prompt(prompt, cache_salt)], sampling, use_tqdm=False)[0]
+    wall = time.perf_counter() - start
+    metrics = getattr(out, "metrics", None)
+    ttft = getattr(metrics, "first_token_latency", 0.0) if metrics is not None else 0.0
+    if not ttft:
+        # Stats disabled (disable_log_stats=True): only a one-token request's wall time is its TTFT.
+        ttft = wall if sampling.max_tokens == 1 else math.nan
+    completion = out.outputs[0]
+    return RequestStats(
+        prompt_tokens=len(out.prompt_token_ids or []),
+        num_cached_tokens=int(out.num_cached_tokens or 0),
+        ttft_s=float(ttft),
+        text=completion.text,
+        output_token_ids=list(completion.token_ids),
+    )
+
+
+def measure(
+    llm: "LLM",
+    prompts: Iterable[Prompt],
+    sampling: "SamplingParams | None" = None,
+    *,
+    cache_salt: str | None = None,
+) -> list[RequestStats]:
+    """Run ``prompts`` one at a time (never batched) and return one ``RequestStats`` each.
+
+    One at a time, so each request sees the cache its predecessors left, as in
+    the course's tables. TTFT is vLLM's own per-request ``first_token_latency``:
+    the time from the request's arrival in the engine to its first output token,
+    measured by the engine (``vllm/v1/metrics/stats.py``); it needs stats on,
+    which ``make_llm`` turns on. With stats off, a one-token request's wall time
+    is used instead (the same thing plus a little Python overhead).
+    """
+    return [run_one(llm, p, sampling, cache_salt=cache_salt) for p in prompts]
+
+
+def warm_cache(llm: "LLM", templates: dict[str, str] | Iterable[str]) -> list[RequestStats]:
+    """Prefill each template once (one output token) so later requests find it cached.
+
+    The seed's version appended ``"\\nTest"``; that is not needed: the template's
+    own full blocks are what later requests share. Its last, partial block is
+    never cached (only full blocks get a hash), so a template should be followed by
+    the varying part of the prompt, never preceded by it. Taught in notebook 02.
+    """
+    items = templates.values() if isinstance(templates, dict) else templates
+    return measure(llm, list(items))
