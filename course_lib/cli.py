@@ -39,6 +39,54 @@ def _add_build_model(sub: argparse._SubParsersAction) -> None:
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_check, _add_build_model]
 
 
+def _add_quiz(sub: argparse._SubParsersAction) -> None:
+    def run(args: argparse.Namespace) -> int:
+        from course_lib import quiz
+
+        return quiz.cli_quiz(args)
+
+    p = sub.add_parser("quiz", help="quiz tools for instructors (export-student, validate)")
+    qsub = p.add_subparsers(dest="quiz_command", required=True)
+    e = qsub.add_parser("export-student", help="write a student copy of a quiz: no answers, no feedback (exam mode)")
+    e.add_argument("quiz", help="quiz id (e.g. module2) or path to a quiz .yaml")
+    e.add_argument("--out", required=True, help="where to write the student copy (.yaml)")
+    e.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    e.set_defaults(func=run)
+    v = qsub.add_parser("validate", help="check quiz files against the schema (default: every quiz in quizzes/)")
+    v.add_argument("quizzes", nargs="*", help="quiz ids or paths")
+    v.set_defaults(func=run)
+
+
+def _add_grade(sub: argparse._SubParsersAction) -> None:
+    def run(args: argparse.Namespace) -> int:
+        from course_lib import quiz
+
+        return quiz.cli_grade(args)
+
+    p = sub.add_parser("grade", help="grade submission files into a gradebook CSV")
+    p.add_argument("--quiz", required=True, help="quiz id (e.g. module2) or path to the instructor's quiz .yaml")
+    p.add_argument("--out", required=True, help="gradebook CSV to write (never overwritten without --force)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing gradebook")
+    p.add_argument("submissions", nargs="+", metavar="SUBMISSION", help="submission .json files")
+    p.set_defaults(func=run)
+
+
+def _add_export_student(sub: argparse._SubParsersAction) -> None:
+    def run(args: argparse.Namespace) -> int:
+        from course_lib import notebook_export
+
+        return notebook_export.cli_export_student(args)
+
+    p = sub.add_parser("export-student", help="write student notebooks: solutions replaced, outputs cleared")
+    p.add_argument("notebooks", help="folder of instructor notebooks (e.g. notebooks/)")
+    p.add_argument("outdir", help="folder to write the student notebooks to")
+    p.add_argument("--force", action="store_true", help="overwrite notebooks already in OUTDIR")
+    p.set_defaults(func=run)
+
+
+_REGISTRARS += [_add_quiz, _add_grade, _add_export_student]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="course", description="Prefix Caching with vLLM: course tools")
     sub = parser.add_subparsers(dest="command", required=True)

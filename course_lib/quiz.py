@@ -33,6 +33,7 @@ Scoring (``judge``):
 
 from __future__ import annotations
 
+import argparse
 import csv
 import functools
 import html
@@ -772,3 +773,47 @@ __all__ = [
     "validate_quiz_data",
     "write_gradebook",
 ]
+
+
+# ---------------------------------------------------------------------- command line
+
+
+def cli_quiz(args: argparse.Namespace) -> int:
+    """``course quiz export-student QUIZ --out PATH`` and ``course quiz validate [QUIZ...]``."""
+    if args.quiz_command == "export-student":
+        target = export_student(args.quiz, args.out, force=args.force)
+        print(f"{target}: student copy of {load_quiz(args.quiz).id!r} (no answer key, exam mode)")
+        return 0
+    paths = [resolve(q) for q in args.quizzes] or all_quiz_paths()
+    if not paths:
+        raise QuizError(f"no quiz files in {quiz_dir()}")
+    status = 0
+    for path in paths:
+        try:
+            quiz = load_quiz(path)
+        except QuizError as exc:
+            print(f"[FAIL] {exc}")
+            status = 1
+        else:
+            kind = "student copy" if quiz.student_copy else "with key"
+            print(f"[OK] {path}: {quiz.id!r}, {len(quiz.questions)} questions, {_number(quiz.max_points)} points ({kind})")
+    return status
+
+
+def cli_grade(args: argparse.Namespace) -> int:
+    """``course grade --quiz QUIZ --out grades.csv [--force] SUBMISSION...``.
+
+    Exit status 0 when every submission was graded, 1 when some were rejected
+    (each reported on stderr on its own line), 2 for errors that stop grading.
+    """
+    import sys
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise QuizError(f"{out} already exists; pass --force to overwrite the gradebook")
+    book = grade(args.quiz, args.submissions)
+    write_gradebook(book, out, force=args.force)
+    for line in book.problems:
+        print(f"rejected: {line}", file=sys.stderr)
+    print(f"{out}: {len(book.rows)} student(s) graded on {book.quiz.id!r}, {len(book.problems)} submission(s) rejected")
+    return 1 if book.problems else 0
