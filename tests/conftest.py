@@ -28,3 +28,12 @@ def fresh_llm(llm):
     """The session engine with an empty prefix cache."""
     assert llm.reset_prefix_cache()
     return llm
+
+
+@pytest.fixture(scope="session")
+def server():
+    """A real vLLM OpenAI server (course defaults) for the session; started on first use only."""
+    from course_lib.server import VLLMServer
+
+    with VLLMServer(progress=False) as srv:
+        yield srv
