@@ -1,0 +1,234 @@
+"""Multi-turn chat on the real engine, and the measurements that show what a chat cache reuses.
+
+Taught in ``notebooks/03_chat.ipynb``.
+
+Why token ids: a chat turn's prompt is the whole conversation so far, rendered by
+the tokenizer's chat template. ``ChatSession`` renders it to token ids itself and
+sends those ids to vLLM, so the tokens the course counts are exactly the tokens
+vLLM hashes into blocks (``vllm/v1/core/kv_cache_utils.py``, ``hash_block_tokens``).
+Turn ``k``'s prompt is a token prefix of turn ``k+1``'s (the template appends
+messages and never rewrites earlier ones), so turn ``k+1`` finds at least turn
+``k``'s full blocks cached. The cap is vLLM's own: at most ``num_tokens - 1``
+tokens can hit (``vllm/v1/core/kv_cache_manager.py``, ``get_computed_blocks``),
+and only full blocks are ever hashed.
+
+The seed's ``ChatSession`` called an undefined ``format_chat``; this one uses
+``tokenizer.apply_chat_template(..., add_generation_prompt=True)``, which works
+with the course's embedded model (``<|system|>``/``<|user|>``/``<|assistant|>``/``<|end|>``
+special tokens) and with real instruct models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from course_lib.engine import CourseError, RequestStats, run_one
+
+if TYPE_CHECKING:
+    from vllm import LLM, SamplingParams
+
+Message = dict[str, str]
+
+
+def render_chat(tokenizer: Any, messages: Sequence[Mapping[str, str]], *, add_generation_prompt: bool = True) -> list[int]:
+    """Token ids of ``messages`` rendered by the tokenizer's own chat template.
+
+    Rendering and tokenizing in one call is what vLLM's chat endpoint does; the
+    template already inserts any BOS token, so no second one is added.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise CourseError(
+            "this tokenizer has no chat template: load an instruct/chat model, or use the course's "
+            "embedded model (make_llm() with no model argument)"
+        )
+    out = tokenizer.apply_chat_template(
+        [dict(m) for m in messages], add_generation_prompt=add_generation_prompt, tokenize=True
+    )
+    if isinstance(out, Mapping) or hasattr(out, "input_ids"):  # transformers >= 5 returns a BatchEncoding
+        out = out["input_ids"]
+    return [int(t) for t in out]
+
+
+def block_size_of(llm: "LLM") -> int:
+    """The engine's KV cache block size (tokens per block)."""
+    return int(llm.llm_engine.vllm_config.cache_config.block_size)
+
+
+def common_prefix_len(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """Length of the longest common prefix of two sequences (tokens or characters)."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def expected_cached_tokens(cached_prefix: Sequence[int], prompt: Sequence[int], block_size: int) -> int:
+    """Tokens of ``prompt`` that can hit if ``cached_prefix`` is the only thing in the cache.
+
+    Whole blocks of the common token prefix, capped at ``len(prompt) - 1``
+    tokens as in vLLM's ``KVCacheManager.get_computed_blocks`` (the last prompt
+    token is always recomputed to get logits). Computed from token ids alone,
+    never from the engine, so it can check the engine.
+    """
+    common = min(common_prefix_len(cached_prefix, prompt), len(cached_prefix), max(len(prompt) - 1, 0))
+    return (common // block_size) * block_size
+
+
+def default_chat_sampling() -> "SamplingParams":
+    """Greedy and short: the course's model has random weights, so long replies teach nothing."""
+    from vllm import SamplingParams
+
+    return SamplingParams(max_tokens=24, temperature=0.0)
+
+
+def _prefill_only() -> "SamplingParams":
+    from vllm import SamplingParams
+
+    return SamplingParams(max_tokens=1, temperature=0.0)
+
+
+class ChatSession:
+    """One conversation: a system prompt, the turns so far, and what each turn cost.
+
+    ``chat(msg)`` sends the whole conversation (as token ids) and appends the
+    generated reply. ``chat(msg, reply="...")`` still sends and measures the
+    turn's prompt, but records the given reply instead of the generated one:
+    the next turns then have prompts (and cached-token counts) fixed in advance,
+    which the notebooks can pin, whereas generated text may differ between CPUs.
+
+    ``cache_salt`` is passed to vLLM with every request: only requests with the
+    same salt share cached blocks (the salt enters the first block's hash).
+    """
+
+    def __init__(
+        self,
+        llm: "LLM",
+        system_prompt: str,
+        *,
+        cache_salt: str | None = None,
+        sampling: "SamplingParams | None" = None,
+    ) -> None:
+        self.llm = llm
+        self.system_prompt = system_prompt
+        self.cache_salt = cache_salt
+        self.sampling = sampling
+        self.tokenizer = llm.get_tokenizer()
+        self.history: list[Message] = []
+        self.stats: list[RequestStats] = []
+        self.prompts: list[list[int]] = []
+
+    def messages(self, user_message: str | None = None) -> list[Message]:
+        """The system prompt, the history and (optionally) a new user message."""
+        msgs: list[Message] = []
+        if self.system_prompt:
+            msgs.append({"role": "system", "content": self.system_prompt})
+        msgs.extend(dict(m) for m in self.history)
+        if user_message is not None:
+            msgs.append({"role": "user", "content": user_message})
+        return msgs
+
+    def build_prompt(self, user_message: str) -> list[int]:
+        """Token ids of the next turn's prompt, ending with the assistant header."""
+        return render_chat(self.tokenizer, self.messages(user_message))
+
+    def chat(self, user_message: str, *, reply: str | None = None) -> str:
+        """Send one turn; return the assistant's reply (generated, or ``reply`` if given)."""
+        if not isinstance(user_message, str):
+            raise TypeError(f"user_message must be a str, not {type(user_message).__name__}")
+        ids = self.build_prompt(user_message)
+        sampling = _prefill_only() if reply is not None else (self.sampling or default_chat_sampling())
+        stats = run_one(self.llm, ids, sampling, cache_salt=self.cache_salt)
+        answer = reply if reply is not None else stats.text
+        self.prompts.append(ids)
+        self.stats.append(stats)
+        self.history.append({"role": "user", "content": user_message})
+        self.history.append({"role": "assistant", "content": answer})
+        return answer
+
+    def add_turn(self, user_message: str, reply: str) -> None:
+        """Append a turn to the history without sending anything (no stats recorded)."""
+        self.history.append({"role": "user", "content": user_message})
+        self.history.append({"role": "assistant", "content": reply})
+
+    def turn_table(self) -> list[dict[str, int]]:
+        """One row per turn: prompt tokens, cached tokens, prefilled tokens and the
+        tokens the previous turn's prompt guarantees (its full blocks)."""
+        bs = block_size_of(self.llm)
+        rows = []
+        for k, (ids, st) in enumerate(zip(self.prompts, self.stats), start=1):
+            prev = self.prompts[k - 2] if k > 1 else []
+            rows.append(
+                {
+                    "turn": k,
+                    "prompt_tokens": st.prompt_tokens,
+                    "num_cached_tokens": st.num_cached_tokens,
+                    "prefilled_tokens": st.prefilled_tokens,
+                    "prev_prompt_full_blocks": expected_cached_tokens(prev, ids, bs),
+                }
+            )
+        return rows
+
+
+@dataclass
+class Reuse:
+    """What a second prompt reused from a first one, predicted and measured."""
+
+    label: str
+    first_tokens: int
+    second_tokens: int
+    common_prefix_tokens: int
+    expected_cached: int
+    num_cached_tokens: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "case": self.label,
+            "prompt_tokens": self.second_tokens,
+            "common_prefix_tokens": self.common_prefix_tokens,
+            "expected_cached": self.expected_cached,
+            "num_cached_tokens": self.num_cached_tokens,
+        }
+
+
+def measure_reuse(
+    llm: "LLM",
+    first: Sequence[int],
+    second: Sequence[int],
+    *,
+    label: str = "",
+    first_salt: str | None = None,
+    second_salt: str | None = None,
+) -> Reuse:
+    """Empty the prefix cache, run ``first``, then ``second``: what did ``second`` reuse?
+
+    The expectation comes from the token ids alone (``expected_cached_tokens``);
+    with different salts nothing is expected to be shared.
+    """
+    if not llm.reset_prefix_cache():
+        raise CourseError("vLLM refused to reset the prefix cache (a request still running?)")
+    run_one(llm, list(first), cache_salt=first_salt)
+    st = run_one(llm, list(second), cache_salt=second_salt)
+    common = common_prefix_len(first, second)
+    expected = expected_cached_tokens(first, second, block_size_of(llm)) if first_salt == second_salt else 0
+    return Reuse(label, len(first), len(second), common, expected, st.num_cached_tokens)
+
+
+def print_table(rows: Sequence[Mapping[str, Any]]) -> None:
+    """Print dict rows as an aligned text table (deterministic, for pinned cells)."""
+    if not rows:
+        print("(no rows)")
+        return
+    cols = list(rows[0].keys())
+    widths = {c: max(len(str(c)), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
+    print("  ".join(str(c).rjust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r.get(c, "")).rjust(widths[c]) for c in cols))
+
+
+def show_tokens(tokenizer: Any, ids: Sequence[int]) -> list[str]:
+    """The token strings of ``ids`` as the tokenizer spells them (for boundary demos)."""
+    return [str(t) for t in tokenizer.convert_ids_to_tokens(list(ids))]

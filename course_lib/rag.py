@@ -1,0 +1,145 @@
+"""Retrieval-augmented prompts that the prefix cache can reuse.
+
+Taught in ``notebooks/04_rag.ipynb``.
+
+Prefix caching reuses a block only if every token before it is the same
+(a block's hash chains its parent's: ``vllm/v1/core/kv_cache_utils.py``,
+``hash_block_tokens``). So a RAG prompt caches well when it is laid out as
+
+    preamble (shared by all queries) | chunks (shared by queries on the same documents) | question
+
+- the question goes LAST: placed first, it makes every block after it unique to
+  that question, and the chunks behind it are never reused;
+- the chunks should come in a canonical order (``canonical_order=True``): a
+  retriever ranks the same chunks differently for different questions, and
+  ``[A, B]`` and ``[B, A]`` share no block after the preamble. Sorting by a
+  stable key (the sha256 of the chunk's text) makes the same SET of chunks the
+  same token prefix. The price: the model no longer sees the best chunk first.
+
+What prefix caching cannot do: reuse a chunk's KV at another position (after
+other chunks). That needs position-independent KV reuse with partial
+recomputation, as CacheBlend (Yao et al., EuroSys 2025, arXiv:2405.16444)
+does on top of LMCache; the course describes it and does not implement it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Sequence
+
+from course_lib.chat import render_chat
+from course_lib.engine import CourseError, RequestStats, run_one
+
+if TYPE_CHECKING:
+    from vllm import LLM, SamplingParams
+
+DEFAULT_PREAMBLE = (
+    "You answer questions using only the context documents given to you. "
+    "Quote the document you rely on, and say 'I do not know' when the documents do not answer."
+)
+
+
+def chunk_key(chunk: str) -> str:
+    """A stable sort key for a chunk: the sha256 of its UTF-8 text.
+
+    Stable across processes and machines (unlike Python's ``hash``), and
+    independent of the order a retriever returned the chunk in.
+    """
+    return hashlib.sha256(chunk.encode("utf-8")).hexdigest()
+
+
+def canonicalize(chunks: Sequence[str]) -> list[str]:
+    """The chunks sorted by ``chunk_key``: one order for every permutation of one set."""
+    return sorted(chunks, key=chunk_key)
+
+
+def format_context(chunks: Sequence[str]) -> str:
+    """The context block: each chunk numbered, separated by blank lines."""
+    return "\n\n".join(f"[{i}] {c}" for i, c in enumerate(chunks, start=1))
+
+
+class RAGCache:
+    """Ask questions over retrieved chunks, laid out so the prefix cache can reuse them.
+
+    The prompt is rendered with the tokenizer's chat template: the preamble is
+    the system message; the user message holds the context, then the question.
+    ``question_first=True`` builds the other order, only to measure why it is
+    worse. ``.stats`` holds one ``RequestStats`` per query, ``.prompts`` the
+    token ids sent.
+    """
+
+    def __init__(
+        self,
+        llm: "LLM",
+        *,
+        canonical_order: bool = False,
+        sampling: "SamplingParams | None" = None,
+        preamble: str = DEFAULT_PREAMBLE,
+        question_first: bool = False,
+        cache_salt: str | None = None,
+    ) -> None:
+        self.llm = llm
+        self.canonical_order = canonical_order
+        self.sampling = sampling
+        self.preamble = preamble
+        self.question_first = question_first
+        self.cache_salt = cache_salt
+        self.tokenizer = llm.get_tokenizer()
+        self.stats: list[RequestStats] = []
+        self.prompts: list[list[int]] = []
+
+    def user_message(self, query: str, chunks: Sequence[str]) -> str:
+        """The user message: context then question (or the reverse if ``question_first``)."""
+        if isinstance(chunks, str):
+            raise CourseError("chunks must be a list of strings, not one string")
+        ordered = canonicalize(chunks) if self.canonical_order else list(chunks)
+        context = f"Context:\n{format_context(ordered)}"
+        question = f"Question: {query}"
+        if self.question_first:
+            return f"{question}\n\n{context}\n\nAnswer based on the context above."
+        return f"{context}\n\n{question}\nAnswer based on the context above."
+
+    def build_prompt(self, query: str, chunks: Sequence[str]) -> list[int]:
+        """Token ids of the full prompt for ``query`` over ``chunks``."""
+        messages = []
+        if self.preamble:
+            messages.append({"role": "system", "content": self.preamble})
+        messages.append({"role": "user", "content": self.user_message(query, chunks)})
+        return render_chat(self.tokenizer, messages)
+
+    def query_with_context(self, query: str, chunks: Sequence[str]) -> str:
+        """Run one query over ``chunks``; return the model's answer and record its stats."""
+        ids = self.build_prompt(query, chunks)
+        from vllm import SamplingParams
+
+        sampling = self.sampling or SamplingParams(max_tokens=16, temperature=0.0)
+        stats = run_one(self.llm, ids, sampling, cache_salt=self.cache_salt)
+        self.prompts.append(ids)
+        self.stats.append(stats)
+        return stats.text
+
+
+#: Five short documents (about the course's own subject) for the notebook, the
+#: exercises and the tests: fixed text, so their token counts are fixed.
+SAMPLE_CHUNKS: dict[str, str] = {
+    "blocks": (
+        "vLLM stores the KV cache in fixed-size blocks. A block holds the keys and values "
+        "of block_size tokens. Only a full block gets a hash and can be shared by later requests."
+    ),
+    "hashes": (
+        "The hash of a block covers its own token ids, the hash of the block before it and any "
+        "extra keys such as a cache salt. Two blocks share a hash only if everything before them matches."
+    ),
+    "eviction": (
+        "When the pool runs out of free blocks, vLLM evicts the cached block that was freed "
+        "longest ago. A block that a running request still uses is never evicted."
+    ),
+    "salts": (
+        "A cache salt is mixed into the hash of the first block of a prompt. Requests with "
+        "different salts never share cached blocks, even when their prompts are identical."
+    ),
+    "metrics": (
+        "The server counts prefix cache queries and hits in tokens. The hit rate over an interval "
+        "is the increase of the hits counter divided by the increase of the queries counter."
+    ),
+}
