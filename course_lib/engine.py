@@ -24,10 +24,12 @@ engine works in a Jupyter kernel and under pytest without a ``__main__`` guard.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import math
 import os
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
@@ -135,6 +137,38 @@ def _check_model(model: str) -> None:
         )
 
 
+#: Engines made by ``make_llm`` that are still alive in this process.
+_LIVE_ENGINES: "weakref.WeakSet[LLM]" = weakref.WeakSet()
+
+
+def _guard_shared_teardown() -> None:
+    """Let several in-process engines live side by side in one kernel.
+
+    With the engine core in-process, vLLM's ``EngineCore.shutdown``
+    (``vllm/v1/engine/core.py``) calls ``cleanup_dist_env_and_memory``, which
+    destroys the process-wide model-parallel groups. Deleting one engine then
+    breaks every other live engine with "pipeline model parallel group is not
+    initialized". The course keeps an engine with caching on beside one with
+    caching off, so the teardown is deferred until the last engine made by
+    ``make_llm`` is gone. Memory is still released (the engine's own objects are
+    garbage collected); only the shared process groups are kept.
+    """
+    import vllm.v1.engine.core as core
+
+    real = core.cleanup_dist_env_and_memory
+    if getattr(real, "_course_guard", False):
+        return
+
+    def guarded(*args: Any, **kwargs: Any) -> None:
+        if len(_LIVE_ENGINES):
+            gc.collect()
+            return
+        real(*args, **kwargs)
+
+    guarded._course_guard = True  # type: ignore[attr-defined]
+    core.cleanup_dist_env_and_memory = guarded
+
+
 def make_llm(model: str | None = None, **overrides: Any) -> "LLM":
     """Start a real vLLM engine with the course's per-device defaults.
 
@@ -159,10 +193,24 @@ def make_llm(model: str | None = None, **overrides: Any) -> "LLM":
         kwargs["max_model_len"] = min(DEFAULT_MAX_MODEL_LEN, (blocks - 1) * kwargs["block_size"])
     from vllm import LLM
 
+    _guard_shared_teardown()
     try:
-        return LLM(model=model, **kwargs)
+        llm = LLM(model=model, **kwargs)
     except (ValueError, RuntimeError) as exc:  # vLLM's own validation, made readable
         raise CourseError(f"vLLM could not start with {kwargs}: {exc}") from exc
+    _LIVE_ENGINES.add(llm)
+    return llm
+
+
+def close_llm(llm: "LLM") -> None:
+    """Shut an engine down now and free its KV cache (other engines keep working).
+
+    Dropping the last reference (``del llm``) does the same when the garbage
+    collector gets to it; this makes it happen at a known point.
+    """
+    _LIVE_ENGINES.discard(llm)
+    llm.llm_engine.engine_core.shutdown()
+    gc.collect()
 
 
 @dataclass
