@@ -730,6 +730,9 @@ class QuizView:
                 lines.append(f"   [{i}] {_plain(c.text)}")
         return "\n".join(lines)
 
+    def __repr__(self) -> str:
+        return f"<QuizView {self.quiz.id!r}: {len(self.quiz.questions)} questions, {self.mode} mode>"
+
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         bundle = dict(self.widget._repr_mimebundle_(include=include, exclude=exclude) or {})
         bundle["text/plain"] = self.text()
@@ -747,9 +750,16 @@ def show(path_or_id: str | os.PathLike[str] | Quiz, *, mode: str | None = None, 
     ``path_or_id`` is a quiz id looked up in ``quiz_dir()`` or a path to a quiz file.
     A quiz with its key opens in practice mode, a student copy in exam mode.
     """
-    from IPython.display import display
-
-    display(build(path_or_id, mode=mode, student=student))
+    view = build(path_or_id, mode=mode, student=student)
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # plain Python without IPython: print the questions
+        get_ipython = None
+    if get_ipython is None or get_ipython() is None:
+        print(view.text())
+    else:
+        display(view)
 
 
 __all__ = [

@@ -1,0 +1,502 @@
+"""Tests of course_lib.quiz: the quiz files, judging, grading, student copies, the widget,
+and the quizzes' factual answers checked against the real vLLM engine."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from course_lib import quiz as Q
+
+REPO = Path(__file__).resolve().parents[1]
+QUIZ_FILES = sorted((REPO / "quizzes").glob("*.yaml"))
+NOTEBOOK_QUIZZES = ["00_setup", "01_block_hashing", "02_live_engine", "03_chat", "04_rag", "05_metrics"]
+
+
+# ----------------------------------------------------------------- answer keys as submissions
+
+
+def perfect_answers(quiz: Q.Quiz) -> dict[str, Any]:
+    """The right answer to every question, read from the quiz's own key."""
+    answers: dict[str, Any] = {}
+    for q in quiz.questions:
+        if q.type == "single":
+            answers[q.id] = next(i for i, c in enumerate(q.choices) if c.correct)
+        elif q.type == "multiple":
+            answers[q.id] = [i for i, c in enumerate(q.choices) if c.correct]
+        elif q.type == "numeric":
+            answers[q.id] = q.answer
+        else:
+            answers[q.id] = f"  {q.accept[0].upper()} "  # case and surrounding spaces must not matter
+    return answers
+
+
+def wrong_answers(quiz: Q.Quiz) -> dict[str, Any]:
+    """A wrong answer to every question, read from the key."""
+    answers: dict[str, Any] = {}
+    for q in quiz.questions:
+        if q.type == "single":
+            answers[q.id] = next(i for i, c in enumerate(q.choices) if not c.correct)
+        elif q.type == "multiple":
+            wrong = [i for i, c in enumerate(q.choices) if not c.correct]
+            answers[q.id] = wrong or [0]
+        elif q.type == "numeric":
+            answers[q.id] = q.answer + q.tolerance + 1
+        else:
+            answers[q.id] = "not-" + q.accept[0] + "-at-all"
+    return answers
+
+
+def load_raw(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def walk_keys(data: Any) -> set[str]:
+    if isinstance(data, dict):
+        return set(data) | set().union(*(walk_keys(v) for v in data.values()))
+    if isinstance(data, list):
+        return set().union(*(walk_keys(v) for v in data)) if data else set()
+    return set()
+
+
+# ----------------------------------------------------------------- the quiz files
+
+
+def test_every_expected_quiz_exists():
+    stems = {p.stem for p in QUIZ_FILES}
+    assert set(NOTEBOOK_QUIZZES) | {"module2"} <= stems
+
+
+@pytest.mark.parametrize("path", QUIZ_FILES, ids=lambda p: p.stem)
+def test_quiz_file_validates_against_the_shipped_schema(path):
+    data = load_raw(path)
+    schema = json.loads((REPO / "course_lib" / "data" / "quiz.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.validate(data, schema, cls=jsonschema.Draft202012Validator)
+    assert Q.validate_quiz_data(data) == []
+    quiz = Q.load_quiz(path)
+    assert quiz.id == path.stem, "a quiz's id must be its file name, so quiz.show(id) finds it"
+    assert quiz.has_key
+    n = len(quiz.questions)
+    assert n >= 15 if quiz.id == "module2" else 4 <= n <= 6
+
+
+@pytest.mark.parametrize("path", QUIZ_FILES, ids=lambda p: p.stem)
+def test_every_question_and_choice_has_feedback(path):
+    data = load_raw(path)
+    for q in data["questions"]:
+        assert isinstance(q.get("feedback"), str) and q["feedback"].strip(), q["id"]
+        for c in q.get("choices", []):
+            assert isinstance(c.get("feedback"), str) and c["feedback"].strip(), (q["id"], c["text"])
+
+
+def test_module2_covers_the_seeds_errors():
+    quiz = Q.load_quiz("module2")
+    text = json.dumps(load_raw(REPO / "quizzes" / "module2.yaml"))
+    for fact in ("vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total", "num_tokens - 1",
+                 "cache_salt", "NONE_HASH", "sha256", "LRU", "enable_prefix_caching", "multiple of 32"):
+        assert fact in text, fact
+    assert {q.type for q in quiz.questions} == set(Q.QUESTION_TYPES)
+
+
+def test_each_notebook_ends_with_its_own_quiz():
+    import nbformat
+
+    notebooks = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert notebooks, "the course's notebooks are missing"
+    for path in notebooks:
+        nb = nbformat.read(path, as_version=4)
+        last = [c for c in nb.cells if c.cell_type == "code"][-1].source
+        assert f'quiz.show("{path.stem}")' in last, f"{path.name}: the last code cell must show its quiz"
+        assert Q.resolve(path.stem) == REPO / "quizzes" / f"{path.stem}.yaml"
+
+
+def _minimal() -> dict[str, Any]:
+    return {
+        "id": "t",
+        "title": "T",
+        "questions": [
+            {"id": "a", "type": "single", "prompt": "p", "feedback": "f",
+             "choices": [{"text": "x", "correct": True, "feedback": "f"}, {"text": "y", "correct": False, "feedback": "f"}]},
+            {"id": "b", "type": "numeric", "prompt": "p", "answer": 3, "feedback": "f"},
+            {"id": "c", "type": "text", "prompt": "p", "accept": ["sha256"], "feedback": "f"},
+        ],
+    }
+
+
+def _break(change):
+    data = _minimal()
+    change(data)
+    return data
+
+
+BROKEN = {
+    "two correct in single": (lambda d: d["questions"][0]["choices"][1].update(correct=True), "exactly one correct"),
+    "duplicate id": (lambda d: d["questions"][1].update(id="a"), "used twice"),
+    "numeric with choices": (lambda d: d["questions"][1].update(choices=d["questions"][0]["choices"]), "'numeric' question takes"),
+    "text without accept": (lambda d: d["questions"][2].pop("accept"), "'accept' is a required property"),
+    "missing question feedback": (lambda d: d["questions"][1].pop("feedback"), "'feedback' is a required property"),
+    "missing choice feedback": (lambda d: d["questions"][0]["choices"][0].pop("feedback"), "'feedback' is a required property"),
+    "unknown type": (lambda d: d["questions"][0].update(type="essay"), "essay"),
+    "negative tolerance": (lambda d: d["questions"][1].update(tolerance=-1), "minimum"),
+    "yes parsed as bool": (lambda d: d["questions"][2].update(accept=[True]), "not of type 'string'"),
+    "key in student copy": (lambda d: d.update(student_copy=True), "Additional properties"),
+}
+
+
+@pytest.mark.parametrize("name", BROKEN)
+def test_invalid_quizzes_are_rejected_with_a_message_naming_the_problem(name, tmp_path):
+    change, expected = BROKEN[name]
+    assert Q.validate_quiz_data(_minimal()) == []
+    data = _break(change)
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(Q.QuizError) as err:
+        Q.load_quiz(path)
+    assert expected in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_unknown_quiz_id_lists_the_known_ones():
+    with pytest.raises(Q.QuizError, match="module2"):
+        Q.resolve("no_such_quiz")
+
+
+# ----------------------------------------------------------------- judging
+
+
+def _multi_question(points: float = 3) -> Q.Question:
+    choices = tuple(Q.Choice(t, t.startswith("ok"), "f") for t in ("ok1", "ok2", "ok3", "bad1", "bad2"))
+    return Q.Question("m", "multiple", "p", points, choices, feedback="f")
+
+
+@pytest.mark.parametrize(
+    "ticked, right, wrong",
+    [([0, 1, 2], 3, 0), ([0, 1], 2, 0), ([0], 1, 0), ([0, 1, 3], 2, 1), ([0, 3], 1, 1), ([3, 4], 0, 2), ([0, 1, 2, 3, 4], 3, 2)],
+)
+def test_multiple_choice_partial_credit_is_right_minus_wrong_over_correct(ticked, right, wrong):
+    q = _multi_question(points=3)
+    result = Q.judge(q, ticked)
+    assert result.earned == pytest.approx(3 * max(0, right - wrong) / 3)
+    assert result.correct == (right == 3 and wrong == 0)
+
+
+def test_unanswered_scores_zero_and_is_not_an_error():
+    q = _multi_question()
+    for empty in (None, []):
+        result = Q.judge(q, empty)
+        assert (result.earned, result.answered) == (0.0, False)
+
+
+def test_numeric_tolerance_is_absolute_and_text_ignores_case_and_spaces():
+    num = Q.Question("n", "numeric", "p", answer=0.75, tolerance=0.005, feedback="f")
+    assert Q.judge(num, 0.754).correct and not Q.judge(num, 0.76).correct
+    exact = Q.Question("e", "numeric", "p", answer=64, tolerance=0, feedback="f")
+    assert Q.judge(exact, 64).correct and not Q.judge(exact, 65).correct
+    txt = Q.Question("t", "text", "p", accept=("sha256",), feedback="f")
+    assert Q.judge(txt, "  SHA256\n").correct and not Q.judge(txt, "sha 256").correct
+
+
+def test_feedback_of_the_chosen_choice_is_returned():
+    quiz = Q.load_quiz("module2")
+    q = next(q for q in quiz.questions if q.type == "single")
+    for i, choice in enumerate(q.choices):
+        result = Q.judge(q, i)
+        assert choice.feedback in result.feedback and q.feedback in result.feedback
+        assert result.correct == choice.correct
+
+
+# ----------------------------------------------------------------- grading
+
+
+def write_submission(path: Path, quiz: str, student: str, answers: dict[str, Any]) -> Path:
+    path.write_text(json.dumps({"quiz": quiz, "student": student, "answers": answers}))
+    return path
+
+
+def test_grading_perfect_wrong_partial_and_rejected_submissions(tmp_path):
+    quiz = Q.load_quiz("module2")
+    perfect, wrong = perfect_answers(quiz), wrong_answers(quiz)
+    half_ids = [q.id for q in quiz.questions][::2]
+    partial = {qid: perfect[qid] for qid in half_ids}
+    expected_partial = sum(q.points for q in quiz.questions if q.id in half_ids)
+    files = [
+        write_submission(tmp_path / "ada.json", "module2", "ada", perfect),
+        write_submission(tmp_path / "bob.json", "module2", "bob", wrong),
+        write_submission(tmp_path / "cy.json", "module2", "cy", partial),
+    ]
+    bad = {
+        "broken.json": '{"quiz": "module2", "student": ',
+        "foreign.json": json.dumps({"quiz": "01_block_hashing", "student": "eve", "answers": {}}),
+        "unknown.json": json.dumps({"quiz": "module2", "student": "mal", "answers": {"q999": 1}}),
+        "badtype.json": json.dumps({"quiz": "module2", "student": "tom", "answers": {quiz.questions[0].id: "zero"}}),
+        "nokeys.json": json.dumps(["module2", "x"]),
+    }
+    for name, text in bad.items():
+        (tmp_path / name).write_text(text)
+        files.append(tmp_path / name)
+    random.Random(0).shuffle(files)
+
+    book = Q.grade("module2", files)
+    by_student = {r.student: r for r in book.rows}
+    assert [r.student for r in book.rows] == ["ada", "bob", "cy"]
+    assert by_student["ada"].total == pytest.approx(quiz.max_points)
+    assert by_student["bob"].total == 0
+    assert by_student["cy"].total == pytest.approx(expected_partial)
+    assert len(book.problems) == len(bad)
+    for name in bad:
+        assert sum(str(tmp_path / name) in line for line in book.problems) == 1, name
+    joined = "\n".join(book.problems)
+    assert "for quiz '01_block_hashing'" in joined and "q999" in joined and "not valid JSON" in joined
+
+    rows = list(__import__("csv").reader(book.to_csv().splitlines()))
+    assert rows[0] == ["student", *(q.id for q in quiz.questions), "total", "max"]
+    assert rows[1][0] == "ada" and float(rows[1][-2]) == float(rows[1][-1]) == quiz.max_points
+
+
+def test_a_student_graded_twice_is_reported(tmp_path):
+    quiz = Q.load_quiz("03_chat")
+    a = write_submission(tmp_path / "a.json", "03_chat", "ada", perfect_answers(quiz))
+    b = write_submission(tmp_path / "b.json", "03_chat", "ada", wrong_answers(quiz))
+    book = Q.grade("03_chat", [b, a])
+    assert [r.total for r in book.rows] == [pytest.approx(quiz.max_points)]  # a.json sorts first
+    assert len(book.problems) == 1 and str(b) in book.problems[0]
+
+
+# ----------------------------------------------------------------- student copies
+
+
+@pytest.mark.parametrize("path", QUIZ_FILES, ids=lambda p: p.stem)
+def test_student_copy_has_no_key_and_is_still_renderable(path, tmp_path):
+    keyed = Q.load_quiz(path)
+    out = Q.export_student(path, tmp_path / "student.yaml")
+    text = out.read_text()
+    data = yaml.safe_load(text)
+    assert not walk_keys(data) & set(Q.KEY_FIELDS)
+    for q in keyed.questions:
+        assert q.feedback not in text
+        for c in q.choices:
+            assert c.feedback not in text
+    copy_ = Q.load_quiz(out)
+    assert copy_.student_copy and not copy_.has_key
+    assert [q.prompt for q in copy_.questions] == [q.prompt for q in keyed.questions]
+    view = Q.build(out)
+    assert view.mode == "exam"
+    with pytest.raises(Q.QuizError, match="exam mode"):
+        Q.build(out, mode="practice")
+    with pytest.raises(Q.QuizError, match="no answer key"):
+        Q.grade(out, [])
+    with pytest.raises(Q.QuizError, match="already exists"):
+        Q.export_student(path, out)
+
+
+# ----------------------------------------------------------------- the widget
+
+
+def fill(view: Q.QuizView, answers: dict[str, Any]) -> None:
+    """Answer through the widgets, as a learner clicking and typing would."""
+    for qid, answer in answers.items():
+        item = view.inputs[qid]
+        if item.question.type == "single":
+            item.control.value = answer
+        elif item.question.type == "multiple":
+            for i, box in enumerate(item.control):
+                box.value = i in answer
+        else:
+            item.control.value = str(answer)
+
+
+def test_widget_records_answers_judges_them_and_saves_a_gradable_submission(tmp_path):
+    import ipywidgets
+
+    view = Q.build("module2", student="ada")
+    assert view.mode == "practice" and isinstance(view.widget, ipywidgets.VBox)
+    assert view.answers() == {}
+    quiz = view.quiz
+    perfect = perfect_answers(quiz)
+    fill(view, perfect)
+    recorded = view.answers()
+    assert set(recorded) == {q.id for q in quiz.questions}
+    for q in quiz.questions:
+        if q.type == "text":
+            assert recorded[q.id] == perfect[q.id].strip()
+        else:
+            assert recorded[q.id] == perfect[q.id]
+    for q in quiz.questions:
+        view.inputs[q.id].check_button.click()
+        assert "Correct" in view.inputs[q.id].feedback.value
+    assert view.show_score() == (pytest.approx(quiz.max_points), quiz.max_points)
+
+    target = tmp_path / "ada.json"
+    view.path.value = str(target)
+    view.save_button.click()
+    assert "Saved" in view.save_status.value
+    saved = json.loads(target.read_text())
+    assert saved == {"quiz": "module2", "student": "ada", "answers": recorded}
+    book = Q.grade("module2", [target])
+    assert not book.problems and book.rows[0].total == pytest.approx(quiz.max_points)
+
+    # Never overwrite silently: a second save is refused until "overwrite" is ticked.
+    fill(view, wrong_answers(quiz))
+    view.save_button.click()
+    assert "already exists" in view.save_status.value
+    assert json.loads(target.read_text()) == saved
+    view.overwrite.value = True
+    view.save_button.click()
+    assert json.loads(target.read_text())["answers"] != recorded
+    assert Q.grade("module2", [target]).rows[0].total == 0
+
+
+def test_widget_wrong_and_unreadable_answers_get_feedback():
+    view = Q.build("module2")
+    quiz = view.quiz
+    wrong = wrong_answers(quiz)
+    fill(view, wrong)
+    for q in quiz.questions:
+        result = view.check(q.id)
+        assert result.answered and not result.correct
+        assert "Not quite" in view.inputs[q.id].feedback.value
+    numeric = next(q for q in quiz.questions if q.type == "numeric")
+    view.inputs[numeric.id].control.value = "many"
+    assert numeric.id not in view.answers()
+    view.check(numeric.id)
+    assert "not a number" in view.inputs[numeric.id].feedback.value
+
+
+def test_saving_needs_a_name(tmp_path):
+    view = Q.build("00_setup")
+    view.path.value = str(tmp_path / "x.json")
+    view.save_button.click()
+    assert "enter your name" in view.save_status.value and not (tmp_path / "x.json").exists()
+
+
+def test_exam_mode_records_without_judging(tmp_path, monkeypatch):
+    Q.export_student("04_rag", tmp_path / "04_rag.yaml")
+    monkeypatch.setenv(Q.QUIZ_DIR_ENV, str(tmp_path))
+    view = Q.build("04_rag", student="bo")  # the id now resolves to the student copy
+    assert view.mode == "exam"
+    assert all(item.feedback.value == "" for item in view.inputs.values())
+    keyed = Q.load_quiz(Path(__file__).resolve().parents[1] / "quizzes" / "04_rag.yaml")
+    fill(view, perfect_answers(keyed))
+    with pytest.raises(Q.QuizError):
+        view.check(keyed.questions[0].id)
+    out = view.save(tmp_path / "bo.json")
+    book = Q.grade(keyed, [out])
+    assert book.rows[0].total == pytest.approx(keyed.max_points)
+
+
+def test_show_builds_headless(capsys):
+    Q.show("02_live_engine")
+    out = capsys.readouterr().out
+    assert "Notebook 02" in out and "1." in out
+
+
+# ----------------------------------------------------------------- facts checked on the real engine
+
+
+def _ids(n: int, seed: int) -> list[int]:
+    rng = random.Random(seed)
+    return [rng.randrange(100, 1000) for _ in range(n)]
+
+
+def _cached_after(llm, first: list[int], second: list[int], salts=(None, None)) -> int:
+    from course_lib.engine import measure
+
+    assert llm.reset_prefix_cache()
+    measure(llm, [first], cache_salt=salts[0])
+    return measure(llm, [second], cache_salt=salts[1])[0].num_cached_tokens
+
+
+def _block_rule(shared: int, total: int, block: int) -> int:
+    """Cached tokens by the rule the quizzes teach: whole shared blocks, capped at total - 1."""
+    return min(shared, total - 1) // block * block
+
+
+def test_numeric_cache_answers_match_the_real_engine(llm):
+    block = llm.llm_engine.vllm_config.cache_config.block_size
+    assert block == 32
+    answer = {
+        (quiz_id, q.id): q.answer
+        for quiz_id in ("00_setup", "01_block_hashing", "02_live_engine", "03_chat", "04_rag", "module2")
+        for q in Q.load_quiz(quiz_id).questions
+        if q.type == "numeric"
+    }
+
+    p100, p96, p64 = _ids(100, 1), _ids(96, 2), _ids(64, 3)
+    assert _cached_after(llm, p100, p100) == answer[("00_setup", "repeated_prompt")]
+    assert _cached_after(llm, p96, p96) == answer[("01_block_hashing", "exact_resubmit")]
+    assert _cached_after(llm, p64, p64) == answer[("module2", "aligned_resubmit")]
+
+    system = _ids(1000, 4)
+    q1, q2 = _ids(50, 5), _ids(50, 6)
+    assert _cached_after(llm, system + q1, system + q2) == answer[("02_live_engine", "seed_cached")]
+
+    shared = _ids(150, 7)
+    assert _cached_after(llm, shared + _ids(40, 8), shared + _ids(40, 9)) == answer[("04_rag", "shared_prefix")]
+
+    p200 = _ids(200, 10)
+    assert _cached_after(llm, p200, p200, salts=("tenant-a", "tenant-b")) == answer[("03_chat", "salted_hit")]
+    assert _cached_after(llm, p200, p200, salts=("tenant-a", "tenant-a")) == _block_rule(200, 200, block)
+
+    # The GPU questions use block size 16, which the CPU backend cannot run: check the rule
+    # against the engine at two block sizes first, then apply it to 16.
+    for n, shared_n in ((100, 100), (96, 96), (64, 64), (1050, 1000), (190, 150)):
+        a = _ids(n, 11 + n)
+        b = a[:shared_n] + _ids(n - shared_n, 99 + n)
+        assert _cached_after(llm, a, b) == _block_rule(shared_n, n, block)
+    assert _block_rule(1000, 1000, 16) == answer[("module2", "gpu_resubmit")]
+    seed_total = 1050 + 2 * (1050 - _block_rule(1000, 1050, 16))
+    assert seed_total == answer[("module2", "seed_totals")]
+
+
+def test_block_rule_holds_at_block_size_64():
+    from course_lib.engine import make_llm
+
+    engine = make_llm(block_size=64)
+    try:
+        for n, shared_n in ((100, 100), (128, 128), (300, 200)):
+            a = _ids(n, n)
+            b = a[:shared_n] + _ids(n - shared_n, n + 1)
+            assert _cached_after(engine, a, b) == _block_rule(shared_n, n, 64)
+    finally:
+        del engine
+        import gc
+
+        gc.collect()
+
+
+def test_config_and_metric_answers_match_the_real_engine(llm):
+    import dataclasses
+
+    from vllm.config.cache import CacheConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(CacheConfig)}
+    module2 = Q.load_quiz("module2")
+    assert defaults["enable_prefix_caching"] is True
+    assert module2.question("default_hash").accept == (defaults["prefix_caching_hash_algo"],)
+    assert Q.load_quiz("01_block_hashing").question("default_algo").accept[0] == defaults["prefix_caching_hash_algo"]
+
+    from course_lib.engine import measure
+
+    measure(llm, [_ids(40, 20)])
+    names = {m.name for m in llm.get_metrics()}
+    q = module2.question("metric_names")
+    for choice in q.choices:
+        exists = choice.text.removesuffix("_total") in names and choice.text.endswith("_total")
+        assert exists == choice.correct, choice.text
+    preempt = module2.question("preemption_metric").accept[0]
+    assert preempt.removesuffix("_total") in names
+    assert not any("hit_rate" in n for n in names), "V1 has no hit-rate metric"
+    # The Prometheus text format adds _total to counters: check it with prometheus_client itself.
+    from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+    registry = CollectorRegistry()
+    Counter("vllm:prefix_cache_hits", "h", registry=registry).inc()
+    assert "vllm:prefix_cache_hits_total 1.0" in generate_latest(registry).decode()
+
