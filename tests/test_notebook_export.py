@@ -1,0 +1,145 @@
+"""Tests of course_lib.notebook_export: student notebooks without solutions or outputs."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course_lib.engine import CourseError
+from course_lib.notebook_export import BEGIN, END, export_student_notebooks, strip_solutions
+
+REPO = Path(__file__).resolve().parents[1]
+
+SOLVED_FUNCTION = f"""def cached_tokens(n, block):
+    {BEGIN}
+    full = (n - 1) // block
+    return full * block
+    {END}
+
+print(cached_tokens(100, 32))
+"""
+
+
+def _without_magics(source: str) -> str:
+    return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+
+
+def make_instructor_notebook(path: Path) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {"secret": "SOLUTION-STATE"}}}
+    intro = nbformat.v4.new_markdown_cell(f"Why?\n{BEGIN}\nBecause the last token is never cached.\n{END}\n")
+    top = nbformat.v4.new_code_cell(f"x = 1\n{BEGIN}\nanswer = 96  # SOLUTION-TOP\n{END}\nprint(x)")
+    top.outputs = [nbformat.v4.new_output("stream", name="stdout", text="96 SOLUTION-OUTPUT\n")]
+    top.execution_count = 3
+    func = nbformat.v4.new_code_cell(SOLVED_FUNCTION)
+    func.execution_count = 4
+    func.outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": "96"}, execution_count=4)]
+    plain = nbformat.v4.new_code_cell("from course_lib import quiz\nquiz.show('t')")
+    nb.cells = [intro, top, func, plain]
+    nbformat.write(nb, path)
+    return nb
+
+
+def test_export_replaces_solutions_and_clears_outputs(tmp_path):
+    src, out = tmp_path / "notebooks", tmp_path / "student"
+    (src / "sub").mkdir(parents=True)
+    make_instructor_notebook(src / "01_t.ipynb")
+    make_instructor_notebook(src / "sub" / "02_t.ipynb")
+    (src / ".ipynb_checkpoints").mkdir()
+    make_instructor_notebook(src / ".ipynb_checkpoints" / "01_t-checkpoint.ipynb")
+    before = {p: p.read_bytes() for p in src.rglob("*.ipynb")}
+
+    results = export_student_notebooks(src, out)
+
+    assert sorted(r.target.relative_to(out).as_posix() for r in results) == ["01_t.ipynb", "sub/02_t.ipynb"]
+    assert all(r.solutions_removed == 3 for r in results)
+    assert {p: p.read_bytes() for p in src.rglob("*.ipynb")} == before, "instructor notebooks must stay untouched"
+    for r in results:
+        text = r.target.read_text()
+        for secret in ("SOLUTION", "answer = 96", "full * block", "last token is never cached"):
+            assert secret not in text, secret
+        nb = nbformat.read(r.target, as_version=4)
+        nbformat.validate(nb)
+        assert "widgets" not in nb.metadata
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(c.outputs == [] and c.execution_count is None for c in code)
+        # The placeholder keeps the function valid Python and fails loudly when run.
+        ast.parse(code[1].source)
+        namespace: dict = {}
+        with pytest.raises(NotImplementedError):
+            exec(code[1].source, namespace)
+        assert code[0].source.startswith("x = 1\n") and code[0].source.endswith("print(x)")
+        assert code[2].source == "from course_lib import quiz\nquiz.show('t')"
+        assert "Why?" in nb.cells[0].source
+
+
+def test_existing_output_is_kept_unless_forced(tmp_path):
+    src, out = tmp_path / "nb", tmp_path / "out"
+    src.mkdir()
+    make_instructor_notebook(src / "a.ipynb")
+    out.mkdir()
+    (out / "a.ipynb").write_text("learner's work")
+    with pytest.raises(CourseError, match="--force"):
+        export_student_notebooks(src, out)
+    assert (out / "a.ipynb").read_text() == "learner's work"
+    export_student_notebooks(src, out, force=True)
+    assert "learner's work" not in (out / "a.ipynb").read_text()
+
+
+def test_output_inside_the_source_folder_is_refused(tmp_path):
+    src = tmp_path / "nb"
+    src.mkdir()
+    make_instructor_notebook(src / "a.ipynb")
+    with pytest.raises(CourseError, match="outside"):
+        export_student_notebooks(src, src / "student")
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        (f"{BEGIN}\nx = 1\n", "never closed"),
+        (f"x = 1\n{END}\n", "without a"),
+        (f"{BEGIN}\n{BEGIN}\n{END}\n", "inside another"),
+    ],
+)
+def test_unbalanced_markers_are_errors_naming_the_place(source, message, tmp_path):
+    with pytest.raises(CourseError, match=message):
+        strip_solutions(source, where="nb.ipynb, cell 2")
+    src = tmp_path / "nb"
+    src.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("ok = 1"), nbformat.v4.new_code_cell(source)]
+    nbformat.write(nb, src / "bad.ipynb")
+    with pytest.raises(CourseError, match=r"bad\.ipynb, cell 1"):
+        export_student_notebooks(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists(), "nothing is written when a notebook is broken"
+
+
+def test_text_without_markers_is_unchanged():
+    for source in ("", "x = 1", "x = 1\n", "# ### BEGIN SOLUTION in a comment mid-line\n"):
+        assert strip_solutions(source) == (source, 0)
+
+
+def test_export_of_the_real_notebooks_leaves_no_solution(tmp_path):
+    src = REPO / "notebooks"
+    notebooks = sorted(src.glob("*.ipynb"))
+    assert notebooks, "the course's notebooks are missing"
+    solved = [p for p in notebooks if BEGIN in p.read_text()]
+    assert solved, "the instructor notebooks should contain exercises with solutions"
+    before = {p: p.read_bytes() for p in notebooks}
+    results = export_student_notebooks(src, tmp_path / "student")
+    assert len(results) == len(notebooks)
+    assert {p: p.read_bytes() for p in notebooks} == before
+    for r in results:
+        nb = nbformat.read(r.target, as_version=4)
+        for cell in nb.cells:
+            assert BEGIN not in cell.source and END not in cell.source, r.target.name
+            if cell.cell_type == "code":
+                assert cell.outputs == [] and cell.execution_count is None
+                ast.parse(_without_magics(cell.source))  # still valid Python
+        if r.source in solved:
+            assert r.solutions_removed >= 2, f"{r.source.name}: every notebook has at least two exercises"
