@@ -83,8 +83,9 @@ def prepare_environment() -> None:
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # Warnings and errors only: notebooks show the course's output, not vLLM's start-up log.
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    # Errors only: notebooks show the course's output, not vLLM's start-up log
+    # (set VLLM_LOGGING_LEVEL=INFO to see it all).
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
 
 def default_model(device: str | None = None) -> str:

@@ -24,6 +24,8 @@ class ExerciseResult:
     def __str__(self) -> str:
         return f"{'✅ correct' if self.ok else '❌ not yet'} [{self.exercise}]: {self.message}"
 
+    __repr__ = __str__
+
     def _repr_html_(self) -> str:
         import html
 

@@ -1,0 +1,42 @@
+"""check_env and `course check` on this machine (CPU, everything installed)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from course_lib.check import check_env, run_checks
+
+COURSE = str(Path(sys.executable).with_name("course"))
+
+
+def test_every_requirement_is_ok_here(capsys):
+    assert check_env() is True
+    out = capsys.readouterr().out.splitlines()
+    names = [line.split("]")[1].split(":")[0].strip() for line in out]
+    assert names == ["Python", "vLLM", "torch", "transformers", "device", "model", "KV cache budget"]
+    assert all(line.startswith("[OK] ") for line in out)
+
+
+def test_course_check_prints_only_ok_lines_and_exits_zero():
+    proc = subprocess.run([COURSE, "check"], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines and all(line.startswith("[OK] ") for line in lines)
+    assert any("vLLM: 0.32.0" in line for line in lines)
+
+
+def test_a_failing_requirement_gives_a_fail_line_and_nonzero_exit():
+    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="100000")  # 100 TB: more than any machine has
+    proc = subprocess.run([COURSE, "check"], capture_output=True, text=True, timeout=180, env=env)
+    assert proc.returncode == 1
+    fails = [line for line in proc.stdout.splitlines() if line.startswith("[FAIL]")]
+    assert len(fails) == 1 and "KV cache budget" in fails[0] and "VLLM_CPU_KVCACHE_SPACE" in fails[0]
+
+
+def test_checks_report_the_device_and_model():
+    checks = {c.name: c for c in run_checks()}
+    assert checks["device"].detail.startswith("cpu")
+    assert "tiny Llama" in checks["model"].detail
