@@ -428,28 +428,25 @@ def test_numeric_cache_answers_match_the_real_engine(llm):
         if q.type == "numeric"
     }
 
-    p100, p96, p64 = _ids(100, 1), _ids(96, 2), _ids(64, 3)
-    assert _cached_after(llm, p100, p100) == answer[("00_setup", "repeated_prompt")]
-    assert _cached_after(llm, p96, p96) == answer[("01_block_hashing", "exact_resubmit")]
-    assert _cached_after(llm, p64, p64) == answer[("module2", "aligned_resubmit")]
+    p100, p96, p64, p200, system, shared = _ids(100, 1), _ids(96, 2), _ids(64, 3), _ids(200, 10), _ids(1000, 4), _ids(150, 7)
+    # (question, first prompt, second prompt, salts, shared tokens, the engine's answer by the block rule)
+    cases = [
+        (("00_setup", "repeated_prompt"), p100, p100, (None, None), 100),
+        (("01_block_hashing", "exact_resubmit"), p96, p96, (None, None), 96),
+        (("module2", "aligned_resubmit"), p64, p64, (None, None), 64),
+        (("02_live_engine", "seed_cached"), system + _ids(50, 5), system + _ids(50, 6), (None, None), 1000),
+        (("04_rag", "shared_prefix"), shared + _ids(40, 8), shared + _ids(40, 9), (None, None), 150),
+        (("03_chat", "salted_hit"), p200, p200, ("tenant-a", "tenant-b"), 0),
+        (None, p200, p200, ("tenant-a", "tenant-a"), 200),
+    ]
+    for key, first, second, salts, n_shared in cases:
+        cached = _cached_after(llm, first, second, salts)
+        assert cached == _block_rule(n_shared, len(second), block), key
+        if key:
+            assert cached == answer[key], key
 
-    system = _ids(1000, 4)
-    q1, q2 = _ids(50, 5), _ids(50, 6)
-    assert _cached_after(llm, system + q1, system + q2) == answer[("02_live_engine", "seed_cached")]
-
-    shared = _ids(150, 7)
-    assert _cached_after(llm, shared + _ids(40, 8), shared + _ids(40, 9)) == answer[("04_rag", "shared_prefix")]
-
-    p200 = _ids(200, 10)
-    assert _cached_after(llm, p200, p200, salts=("tenant-a", "tenant-b")) == answer[("03_chat", "salted_hit")]
-    assert _cached_after(llm, p200, p200, salts=("tenant-a", "tenant-a")) == _block_rule(200, 200, block)
-
-    # The GPU questions use block size 16, which the CPU backend cannot run: check the rule
-    # against the engine at two block sizes first, then apply it to 16.
-    for n, shared_n in ((100, 100), (96, 96), (64, 64), (1050, 1000), (190, 150)):
-        a = _ids(n, 11 + n)
-        b = a[:shared_n] + _ids(n - shared_n, 99 + n)
-        assert _cached_after(llm, a, b) == _block_rule(shared_n, n, block)
+    # The GPU questions use block size 16, which the CPU backend cannot run: the rule, checked
+    # on the engine above (and at block size 64 below), gives their answers.
     assert _block_rule(1000, 1000, 16) == answer[("module2", "gpu_resubmit")]
     seed_total = 1050 + 2 * (1050 - _block_rule(1000, 1050, 16))
     assert seed_total == answer[("module2", "seed_totals")]
