@@ -1,0 +1,233 @@
+"""An exact, engine-free model of vLLM's prefix cache for requests run one at a time.
+
+Taught in ``notebooks/01_block_hashing.ipynb``; used by notebooks 02-04 to predict
+``num_cached_tokens`` before (or instead of) running the engine.
+
+Why: the engine answers "how many tokens were cached?" only after the fact, and
+only in aggregate. The simulator replays vLLM 0.32.0's bookkeeping block by
+block, so a learner can see which blocks hit, which get evicted and why, on a
+million tokens in about a second. ``tests/test_simulator.py`` runs random
+workloads through the real engine and the simulator and requires the same
+``num_cached_tokens`` on every request.
+
+What it mirrors (single KV-cache group, full attention, no speculative decoding):
+
+- ``vllm/v1/core/kv_cache_manager.py`` ``get_computed_blocks``: the lookup walks the
+  request's block hashes from block 0 and stops at the first miss; it may cover
+  at most ``num_tokens - 1`` tokens (the last prompt token is always recomputed to
+  get logits), so an identical prompt that ends on a block boundary recomputes a
+  whole block.
+- ``vllm/v1/core/block_pool.py`` ``BlockPool``: block 0 is the reserved null block;
+  ``get_new_blocks`` pops the front of the free queue and evicts that block's hash;
+  ``touch`` takes hit blocks out of the free queue; ``cache_full_blocks`` hashes
+  every block that becomes full (prompt AND generated tokens) with no
+  de-duplication (the same hash may name two blocks); ``free_blocks`` receives a
+  request's blocks in reverse order and puts blocks WITHOUT a hash at the FRONT of
+  the free queue (reused first), cached blocks at the BACK (evicted last, LRU).
+- ``vllm/v1/core/kv_cache_utils.py`` ``FreeKVCacheBlockQueue``: the eviction order.
+- ``vllm/v1/metrics/stats.py`` ``PrefixCacheStats``: queries and hits in tokens.
+
+A request of ``P`` prompt tokens that generated ``G`` tokens has KV for
+``P + G - 1`` tokens (the last sampled token is never fed back), so that many
+tokens' full blocks end up cached.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from course_lib.hashing import block_hashes, none_hash as _none_hash
+
+NULL_BLOCK_ID = 0
+
+
+@dataclass
+class SimulatorStats:
+    """Prefix-cache counters as vLLM counts them (``vllm:prefix_cache_queries`` / ``_hits``).
+
+    ``queries`` adds each request's prompt length, ``hits`` its ``num_cached_tokens``.
+    """
+
+    requests: int = 0
+    queries: int = 0
+    hits: int = 0
+
+    @property
+    def hit_rate(self) -> float:
+        """hits / queries: the ratio a dashboard computes from the two counters."""
+        return self.hits / self.queries if self.queries else 0.0
+
+
+@dataclass
+class RequestTrace:
+    """What one ``process`` call did to the pool (for tables and drawings)."""
+
+    num_prompt_tokens: int
+    num_cached_tokens: int
+    block_ids: list[int]  # the request's blocks, in token order
+    hit_block_ids: list[int]  # the prefix of block_ids served from the cache
+    evicted_block_ids: list[int] = field(default_factory=list)  # cached blocks reused for this request
+    block_hashes: list[bytes] = field(default_factory=list, repr=False)
+
+
+class PrefixCacheSimulator:
+    """vLLM's block pool and prefix cache, replayed in pure Python.
+
+    ``num_gpu_blocks`` means what it means in vLLM (``num_gpu_blocks_override``),
+    including the null block vLLM reserves: ``num_gpu_blocks - 1`` blocks hold KV.
+    """
+
+    def __init__(
+        self,
+        num_gpu_blocks: int,
+        block_size: int,
+        hash_algo: str = "sha256",
+        *,
+        none_hash: bytes | None = None,
+    ) -> None:
+        if not isinstance(num_gpu_blocks, int) or num_gpu_blocks < 2:
+            raise ValueError(f"num_gpu_blocks must be an integer >= 2 (one is vLLM's null block), not {num_gpu_blocks!r}")
+        if not isinstance(block_size, int) or block_size <= 0:
+            raise ValueError(f"block_size must be a positive integer, not {block_size!r}")
+        self.num_gpu_blocks = num_gpu_blocks
+        self.block_size = block_size
+        self.hash_algo = hash_algo
+        self.none_hash = none_hash if none_hash is not None else _none_hash(hash_algo)
+        self.stats = SimulatorStats()
+        self.last: RequestTrace | None = None
+        # Free queue in eviction order (front = next to be reused); block 0 is the null block.
+        self._free: OrderedDict[int, None] = OrderedDict((b, None) for b in range(1, num_gpu_blocks))
+        self._block_hash: list[bytes | None] = [None] * num_gpu_blocks
+        # block_hash -> block ids holding it, oldest first (vLLM does not de-duplicate).
+        self._cached: dict[bytes, list[int]] = {}
+
+    # -- public API ---------------------------------------------------------------
+    def process(
+        self,
+        prompt_token_ids: Sequence[int],
+        output_token_ids: Sequence[int] = (),
+        *,
+        cache_salt: str | None = None,
+    ) -> int:
+        """Run one request to completion and return its ``num_cached_tokens``.
+
+        ``output_token_ids`` are the tokens the request generated (e.g. the engine's
+        ``RequestStats.output_token_ids``); ``()`` means one generated token whose
+        identity does not matter (``max_tokens=1``).
+        """
+        prompt = [int(t) for t in prompt_token_ids]
+        output = [int(t) for t in output_token_ids]
+        if not prompt:
+            raise ValueError("a request needs at least one prompt token")
+        bs = self.block_size
+        num_kv_tokens = len(prompt) + max(len(output) - 1, 0)
+        num_blocks = -(-num_kv_tokens // bs)
+        if num_blocks > self.num_gpu_blocks - 1:
+            raise ValueError(
+                f"this request needs {num_blocks} blocks of {bs} tokens ({num_kv_tokens} tokens with KV) but the pool "
+                f"has {self.num_gpu_blocks - 1} usable blocks (num_gpu_blocks={self.num_gpu_blocks} includes the null "
+                "block): vLLM could never schedule it. Use a larger pool or a shorter request."
+            )
+        hashes = block_hashes((prompt + output)[:num_kv_tokens], bs, self.hash_algo,
+                              cache_salt=cache_salt, none_hash=self.none_hash)
+
+        # get_computed_blocks: longest run of cached blocks, capped at num_tokens - 1.
+        hit: list[int] = []
+        cached = self._cached
+        for h in hashes[: (len(prompt) - 1) // bs]:
+            ids = cached.get(h)
+            if not ids:
+                break
+            hit.append(ids[0])
+        num_cached_tokens = len(hit) * bs
+        self.stats.requests += 1
+        self.stats.queries += len(prompt)
+        self.stats.hits += num_cached_tokens
+
+        # touch: hit blocks leave the free queue (one request at a time: ref_cnt was 0).
+        free = self._free
+        for b in hit:
+            del free[b]
+        # get_new_blocks: pop from the front, evicting whatever hash the block had.
+        evicted: list[int] = []
+        new_blocks: list[int] = []
+        for _ in range(num_blocks - len(hit)):
+            b, _none = free.popitem(last=False)
+            if self._block_hash[b] is not None:
+                self._evict(b)
+                evicted.append(b)
+            new_blocks.append(b)
+        blocks = hit + new_blocks
+        # cache_full_blocks: every new full block gets its hash (no de-duplication).
+        for i in range(len(hit), len(hashes)):
+            b, h = blocks[i], hashes[i]
+            self._block_hash[b] = h
+            cached.setdefault(h, []).append(b)
+        # free_blocks(reversed(blocks)): uncached to the front, cached to the back.
+        to_front = [b for b in reversed(blocks) if self._block_hash[b] is None]
+        for b in reversed(to_front):
+            free[b] = None
+            free.move_to_end(b, last=False)
+        for b in reversed(blocks):
+            if self._block_hash[b] is not None:
+                free[b] = None
+        self.last = RequestTrace(len(prompt), num_cached_tokens, blocks, hit, evicted, hashes)
+        return num_cached_tokens
+
+    def run(self, prompts: Iterable[Sequence[int]], *, cache_salt: str | None = None) -> list[int]:
+        """``process`` each prompt (one generated token each); their ``num_cached_tokens``."""
+        return [self.process(p, cache_salt=cache_salt) for p in prompts]
+
+    def reset(self) -> None:
+        """Drop every cached hash, like ``LLM.reset_prefix_cache()``.
+
+        As in vLLM, the free queue keeps its order and ``stats`` keep counting
+        (vLLM's counters are cumulative); use ``reset_stats`` to zero them.
+        """
+        self._cached.clear()
+        self._block_hash = [None] * self.num_gpu_blocks
+        self.last = None
+
+    def reset_stats(self) -> None:
+        """Zero ``stats`` (queries, hits, requests)."""
+        self.stats = SimulatorStats()
+
+    # -- inspection (for notebooks and drawings) ------------------------------------
+    def free_queue(self) -> list[int]:
+        """Free block ids in eviction order: the first is the next one reused."""
+        return list(self._free)
+
+    def block_hash(self, block_id: int) -> bytes | None:
+        """The hash a block currently holds in the cache, or None."""
+        return self._block_hash[block_id]
+
+    def cached_block_ids(self) -> list[int]:
+        """Ids of blocks that hold a hash (servable as cache hits)."""
+        return [b for b, h in enumerate(self._block_hash) if h is not None]
+
+    def num_cached_blocks(self) -> int:
+        """How many blocks currently hold a hash."""
+        return sum(h is not None for h in self._block_hash)
+
+    def lookup(self, prompt_token_ids: Sequence[int], *, cache_salt: str | None = None) -> int:
+        """``num_cached_tokens`` the prompt would get now, without changing the pool."""
+        prompt = [int(t) for t in prompt_token_ids]
+        hashes = block_hashes(prompt, self.block_size, self.hash_algo, cache_salt=cache_salt, none_hash=self.none_hash)
+        n = 0
+        for h in hashes[: max(len(prompt) - 1, 0) // self.block_size]:
+            if not self._cached.get(h):
+                break
+            n += 1
+        return n * self.block_size
+
+    # -- internals ----------------------------------------------------------------
+    def _evict(self, b: int) -> None:
+        h = self._block_hash[b]
+        assert h is not None
+        ids = self._cached[h]
+        ids.remove(b)
+        if not ids:
+            del self._cached[h]
+        self._block_hash[b] = None
