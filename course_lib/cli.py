@@ -81,6 +81,11 @@ def _add_export_student(sub: argparse._SubParsersAction) -> None:
     p.add_argument("notebooks", help="folder of instructor notebooks (e.g. notebooks/)")
     p.add_argument("outdir", help="folder to write the student notebooks to")
     p.add_argument("--force", action="store_true", help="overwrite notebooks already in OUTDIR")
+    p.add_argument(
+        "--quizzes",
+        metavar="QUIZDIR",
+        help="also write student copies of the quizzes in QUIZDIR to OUTDIR/quizzes (exam mode via COURSE_QUIZ_DIR)",
+    )
     p.set_defaults(func=run)
 
 

@@ -125,7 +125,36 @@ def export_student_notebooks(source_dir: str | Path, out_dir: str | Path, *, for
 
 def cli_export_student(args: argparse.Namespace) -> int:
     """``course export-student NOTEBOOKS OUTDIR [--force]``."""
+    quiz_out = Path(args.outdir) / "quizzes"
+    if getattr(args, "quizzes", None) and quiz_out.is_dir() and any(quiz_out.glob("*.yaml")) and not args.force:
+        raise CourseError(f"{quiz_out} already holds quizzes; pass --force to overwrite them")
     results = export_student_notebooks(args.notebooks, args.outdir, force=args.force)
     for r in results:
         print(f"{r.target}  ({r.solutions_removed} solution region(s) removed, outputs cleared)")
+    if getattr(args, "quizzes", None):
+        written = export_student_quizzes(args.quizzes, quiz_out, force=True)
+        for path in written:
+            print(f"{path}  (student copy: no answer key)")
+        print(f"Students see these quizzes in exam mode with {QUIZ_DIR_HINT}={quiz_out}")
     return 0
+
+
+QUIZ_DIR_HINT = "COURSE_QUIZ_DIR"
+
+
+def export_student_quizzes(quiz_dir: str | Path, out_dir: str | Path, *, force: bool = False) -> list[Path]:
+    """Student copies (no key, exam mode) of every quiz in ``quiz_dir``, written to ``out_dir``.
+
+    The notebooks' ``quiz.show("NN_name")`` finds them when ``COURSE_QUIZ_DIR`` points at ``out_dir``.
+    """
+    from course_lib import quiz
+
+    sources = quiz.all_quiz_paths(Path(quiz_dir))
+    if not sources:
+        raise CourseError(f"no quiz files (*.yaml) in {quiz_dir}")
+    targets = [Path(out_dir) / p.name for p in sources]
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not force:
+        raise CourseError(f"{existing[0]} already exists; pass --force to overwrite it")
+    quizzes = [quiz.load_quiz(p) for p in sources]  # validate them all before writing any
+    return [quiz.export_student(q, t, force=force) for q, t in zip(quizzes, targets)]

@@ -297,7 +297,7 @@ def student_copy_data(quiz: Quiz) -> dict[str, Any]:
     return data
 
 
-def export_student(path_or_id: str | os.PathLike[str], out: str | os.PathLike[str], *, force: bool = False) -> Path:
+def export_student(path_or_id: str | os.PathLike[str] | Quiz, out: str | os.PathLike[str], *, force: bool = False) -> Path:
     """Write the student copy of a quiz to ``out`` (refuses to overwrite unless ``force``)."""
     import yaml
 

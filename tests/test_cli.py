@@ -126,3 +126,16 @@ def test_console_script_runs_grade(tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert str(bad[0]) in proc.stderr and "Traceback" not in proc.stderr
     assert json.loads(good[0].read_text())["student"] in (tmp_path / "g.csv").read_text()
+
+
+def test_export_student_with_quizzes_gives_exam_mode_copies(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "class"
+    assert main(["export-student", str(REPO / "notebooks"), str(out), "--quizzes", str(REPO / "quizzes")]) == 0
+    copies = sorted(p.name for p in (out / "quizzes").glob("*.yaml"))
+    assert copies == sorted(p.name for p in (REPO / "quizzes").glob("*.yaml"))
+    for path in (out / "quizzes").glob("*.yaml"):
+        assert not walk_keys(yaml.safe_load(path.read_text())) & set(Q.KEY_FIELDS)
+    monkeypatch.setenv(Q.QUIZ_DIR_ENV, str(out / "quizzes"))
+    assert Q.build("01_block_hashing").mode == "exam"
+    assert main(["export-student", str(REPO / "notebooks"), str(out), "--quizzes", str(REPO / "quizzes")]) == 2
+    assert "--force" in capsys.readouterr().err
