@@ -136,16 +136,16 @@ def scenario_figure(comparison: "Any") -> "go.Figure":
     n = len(on.rows)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("tokens per request", "median TTFT per request"))
     for run, label in ((off, "off"), (on, "on")):
-        x = [[f"request {r.request}" for r in run.rows], [f"caching {label}"] * n]
         x = [f"req {r.request}<br>{label}" for r in run.rows]
         fig.add_bar(x=x, y=[r.cached_tokens for r in run.rows], name=f"cached ({label})",
                     marker_color="#2ca02c", showlegend=label == "on", legendgroup="cached", row=1, col=1)
         fig.add_bar(x=x, y=[r.prefilled_tokens for r in run.rows], name=f"prefilled ({label})",
                     marker_color="#d62728", showlegend=label == "on", legendgroup="prefilled", row=1, col=1)
-    for caching, label, color in ((False, "TTFT, caching off", "#7f7f7f"), (True, "TTFT, caching on", "#1f77b4")):
-        fig.add_bar(x=[f"request {i}" for i in range(1, n + 1)],
+    for caching, label, color in ((False, "off", "#7f7f7f"), (True, "on", "#1f77b4")):
+        # Own x categories per setting: the layout's barmode="stack" must not stack off on top of on.
+        fig.add_bar(x=[f"req {i}<br>{label}" for i in range(1, n + 1)],
                     y=[comparison.median_ttft(caching, i) * 1e3 for i in range(1, n + 1)],
-                    name=label, marker_color=color, row=1, col=2)
+                    name=f"TTFT, caching {label}", marker_color=color, row=1, col=2)
     fig.update_layout(
         barmode="stack", height=400, margin={"t": 60, "b": 40},
         title=(f"Seed scenario: measured TTFT speedup {comparison.measured_speedup:.2f}x, "
@@ -153,10 +153,8 @@ def scenario_figure(comparison: "Any") -> "go.Figure":
     )  # fmt: skip
     fig.update_yaxes(title_text="tokens", row=1, col=1)
     fig.update_yaxes(title_text="ms", row=1, col=2)
-    # Stacking applies to both panels; the TTFT bars must sit side by side instead.
-    fig.update_traces(offsetgroup=None, selector={"xaxis": "x2"})
-    fig.data[-2].update(offsetgroup="off")
-    fig.data[-1].update(offsetgroup="on")
+    order = [f"req {i}<br>{label}" for i in range(1, n + 1) for label in ("off", "on")]
+    fig.update_xaxes(categoryorder="array", categoryarray=order)
     return fig
 
 
