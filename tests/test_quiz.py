@@ -453,7 +453,7 @@ def test_numeric_cache_answers_match_the_real_engine(llm):
 
 
 def test_block_rule_holds_at_block_size_64():
-    from course_lib.engine import make_llm
+    from course_lib.engine import close_llm, make_llm
 
     engine = make_llm(block_size=64)
     try:
@@ -462,10 +462,7 @@ def test_block_rule_holds_at_block_size_64():
             b = a[:shared_n] + _ids(n - shared_n, n + 1)
             assert _cached_after(engine, a, b) == _block_rule(shared_n, n, 64)
     finally:
-        del engine
-        import gc
-
-        gc.collect()
+        close_llm(engine)
 
 
 def test_config_and_metric_answers_match_the_real_engine(llm):
