@@ -494,3 +494,30 @@ def test_config_and_metric_answers_match_the_real_engine(llm):
     Counter("vllm:prefix_cache_hits", "h", registry=registry).inc()
     assert "vllm:prefix_cache_hits_total 1.0" in generate_latest(registry).decode()
 
+
+
+@pytest.mark.parametrize(
+    "quiz_id, qid, order",
+    [("05_metrics", "hit_rate_delta", ("q0", "h0", "q1", "h1")), ("module2", "hit_rate_numbers", ("q0", "q1", "h0", "h1"))],
+)
+def test_hit_rate_answers_match_the_course_metrics_code(quiz_id, qid, order):
+    """The counter values in the prompt, turned into real Prometheus text and read back by
+    course_lib.metrics (prometheus_client's parser), give the quiz's answer."""
+    import re
+
+    from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+    from course_lib.metrics import parse_metrics, prefix_cache_hit_rate
+
+    question = Q.load_quiz(quiz_id).question(qid)
+    numbers = dict(zip(order, map(int, re.findall(r"\b\d{3,}\b", question.prompt))))
+    assert len(numbers) == 4
+
+    def snapshot(queries: int, hits: int):
+        registry = CollectorRegistry()
+        Counter("vllm:prefix_cache_queries", "queried tokens", registry=registry).inc(queries)
+        Counter("vllm:prefix_cache_hits", "cached tokens", registry=registry).inc(hits)
+        return parse_metrics(generate_latest(registry).decode())
+
+    result = prefix_cache_hit_rate(snapshot(numbers["q0"], numbers["h0"]), snapshot(numbers["q1"], numbers["h1"]))
+    assert Q.judge(question, result.rate).correct
