@@ -452,6 +452,23 @@ def test_numeric_cache_answers_match_the_real_engine(llm):
     assert seed_total == answer[("module2", "seed_totals")]
 
 
+def test_block_size_16_answers_match_the_simulator():
+    """Block size 16 cannot run on CPU; course_lib.simulator (tested against vLLM) replays it."""
+    from course_lib.simulator import PrefixCacheSimulator
+
+    answer = {q.id: q.answer for q in Q.load_quiz("module2").questions if q.type == "numeric"}
+    sim = PrefixCacheSimulator(num_gpu_blocks=1024, block_size=16)
+    prompt = _ids(1000, 30)
+    sim.process(prompt)
+    assert sim.process(prompt) == answer["gpu_resubmit"]
+
+    sim = PrefixCacheSimulator(num_gpu_blocks=1024, block_size=16)
+    system = _ids(1000, 31)
+    requests = [system + _ids(50, 32 + i) for i in range(3)]
+    prefilled = sum(len(r) - sim.process(r) for r in requests)
+    assert prefilled == answer["seed_totals"]
+
+
 def test_block_rule_holds_at_block_size_64():
     from course_lib.engine import close_llm, make_llm
 
