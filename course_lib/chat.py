@@ -232,3 +232,16 @@ def print_table(rows: Sequence[Mapping[str, Any]]) -> None:
 def show_tokens(tokenizer: Any, ids: Sequence[int]) -> list[str]:
     """The token strings of ``ids`` as the tokenizer spells them (for boundary demos)."""
     return [str(t) for t in tokenizer.convert_ids_to_tokens(list(ids))]
+
+
+def tools_section(tools: Sequence[Mapping[str, Any]], *, canonical: bool = False) -> str:
+    """Tool definitions as text for a system prompt, one JSON object per line.
+
+    ``canonical=True`` sorts the tools by name and each object's keys, so the
+    same set of tools always renders to the same text (and the same tokens), in
+    whatever order the application happened to collect them.
+    """
+    import json
+
+    items = sorted(tools, key=lambda t: str(t.get("name", ""))) if canonical else list(tools)
+    return "\n".join(json.dumps(dict(t), sort_keys=canonical, ensure_ascii=False) for t in items)

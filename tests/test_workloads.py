@@ -1,0 +1,89 @@
+"""Synthetic workloads: seeded traces, simulator sweeps, and the simulator checked against vLLM."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+
+from course_lib import workloads as wl
+
+SMALL_CHAT = wl.ChatWorkload(name="t-chat", num_users=8, num_requests=40, system_tokens=96, user_tokens=24,
+                             reply_tokens=24, max_turns=4, seed=1)  # fmt: skip
+SMALL_RAG = wl.RAGWorkload(name="t-rag", num_docs=12, num_requests=20, doc_tokens=64, chunks_per_query=2,
+                           preamble_tokens=32, question_tokens=8, seed=2)  # fmt: skip
+CACHE_TOKENS = 1024  # small enough that the replay evicts
+BLOCK = 32
+
+
+def test_zipf_weights():
+    w = zipf_w = wl.zipf_weights(100, 1.2)
+    assert np.isclose(w.sum(), 1.0) and np.all(np.diff(zipf_w) < 0)
+    assert np.allclose(wl.zipf_weights(5, 0.0), 0.2)
+    with pytest.raises(ValueError):
+        wl.zipf_weights(0, 1.0)
+
+
+def test_traces_are_deterministic_per_seed():
+    assert wl.chat_trace(SMALL_CHAT) == wl.chat_trace(SMALL_CHAT)
+    assert wl.rag_trace(SMALL_RAG) == wl.rag_trace(SMALL_RAG)
+    other = wl.chat_trace(wl.ChatWorkload(**{**SMALL_CHAT.__dict__, "seed": 2}))
+    assert other != wl.chat_trace(SMALL_CHAT)
+
+
+def test_chat_trace_turns_extend_the_previous_prompt():
+    trace = wl.chat_trace(SMALL_CHAT)
+    last: dict[str, tuple[int, ...]] = {}
+    for r in trace:
+        user, turn = r.kind.split(", turn ")
+        if int(turn) > 1:
+            prev = last[user]
+            assert r.prompt_token_ids[: len(prev)] == prev
+        last[user] = r.prompt_token_ids
+    assert all(wl.LOW_TOKEN_ID <= t < wl.HIGH_TOKEN_ID for r in trace for t in r.prompt_token_ids)
+
+
+def test_canonical_rag_trace_sorts_documents():
+    canon = wl.rag_trace(wl.RAGWorkload(**{**SMALL_RAG.__dict__, "canonical_order": True}))
+    for r in canon:
+        docs = [int(d) for d in r.kind.removeprefix("docs ").split(",")]
+        assert docs == sorted(docs)
+
+
+def test_sweep_is_reproducible_and_bounded_by_the_ceiling():
+    trace = wl.chat_trace(SMALL_CHAT)
+    a = wl.sweep(trace, [1024, 4096], [32, 64])
+    assert a == wl.sweep(trace, [1024, 4096], [32, 64])
+    for bs in (32, 64):
+        top = wl.ceiling(trace, bs)
+        rates = [r["hit_rate"] for r in a if r["block_size"] == bs]
+        assert rates == sorted(rates) and all(x <= round(top, 4) for x in rates)
+
+
+def test_a_cache_too_small_for_one_prompt_is_refused():
+    with pytest.raises(ValueError, match="cannot hold"):
+        wl.simulate(wl.chat_trace(SMALL_CHAT), cache_tokens=64, block_size=32)
+
+
+def test_simulated_traces_match_vllm_request_by_request():
+    """The pinned hit rates below are what vLLM measured on this replay (and the simulator must agree)."""
+    from course_lib.engine import make_llm
+
+    trace = wl.chat_trace(SMALL_CHAT) + wl.rag_trace(SMALL_RAG)
+    sim1 = wl.simulate(trace, cache_tokens=CACHE_TOKENS, block_size=BLOCK)
+    sim2 = wl.simulate(trace, cache_tokens=CACHE_TOKENS, block_size=BLOCK)
+    assert sim1.num_cached_tokens == sim2.num_cached_tokens
+    llm = make_llm(num_gpu_blocks_override=wl.pool_blocks(CACHE_TOKENS, BLOCK), block_size=BLOCK)
+    try:
+        engine = wl.replay_on_engine(llm, trace)
+    finally:
+        del llm
+        gc.collect()
+    assert engine == sim1.num_cached_tokens
+    n_chat = len(wl.chat_trace(SMALL_CHAT))
+    chat_rate = sum(engine[:n_chat]) / sum(len(r) for r in trace[:n_chat])
+    assert 0 < chat_rate < 1
+    assert sim1.hit_rate == sum(engine) / sum(len(r) for r in trace)
+    # the same trace with an unbounded cache only ever hits more
+    assert wl.simulate(trace, cache_tokens=1 << 16, block_size=BLOCK).cached_tokens >= sim1.cached_tokens
