@@ -92,6 +92,34 @@ def _add_export_student(sub: argparse._SubParsersAction) -> None:
 _REGISTRARS += [_add_quiz, _add_grade, _add_export_student]
 
 
+def _bench_group(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """The ``course bench`` group, created by the first benchmark registrar; later ones add to it."""
+    group = getattr(sub, "_course_bench", None)
+    if group is None:
+        p = sub.add_parser("bench", help="run a benchmark: measured numbers and ratios, side by side")
+        group = p.add_subparsers(dest="benchmark", required=True)
+        sub._course_bench = group  # type: ignore[attr-defined]
+    return group
+
+
+def _add_bench_seed_scenario(sub: argparse._SubParsersAction) -> None:
+    def run(args: argparse.Namespace) -> int:
+        from course_lib.scenario import bench_seed_scenario
+
+        print(bench_seed_scenario(args.repeats, args.target_tokens))
+        return 0
+
+    p = _bench_group(sub).add_parser(
+        "seed-scenario", help="the seed's 1000-token system prompt + 3 questions, caching off vs on (TTFT speedup)"
+    )
+    p.add_argument("--repeats", type=int, default=5, help="repetitions; medians are reported (default 5)")
+    p.add_argument("--target-tokens", type=int, default=1000, help="system prompt length in tokens (default 1000)")
+    p.set_defaults(func=run)
+
+
+_REGISTRARS += [_add_bench_seed_scenario]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="course", description="Prefix Caching with vLLM: course tools")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -688,5 +688,35 @@ __all__: list[str] = [
     "compare_scenario", "distinct_prompts", "OverheadResult", "zero_hit_overhead", "prefix_caching_defaults",
     "default_block_sizes", "BlockSizeRow", "block_size_sweep", "alternating_workload", "CacheSizeRow",
     "run_on_pool", "cache_size_sweep", "default_pool_sizes", "hardware_summary", "stats_rows", "format_rows", "warm_up",
-    "SEED_TEMPLATES", "seed_templates", "scheduling_order", "temporary_llm",
+    "SEED_TEMPLATES", "seed_templates", "scheduling_order", "temporary_llm", "bench_seed_scenario",
 ]
+
+
+# --- the benchmark (``course bench seed-scenario``, benchmarks/bench_seed_scenario.py) -----------
+
+
+def bench_seed_scenario(repeats: int = 5, target_tokens: int = SEED_SYSTEM_TOKENS, overhead_prompts: int = 4) -> str:
+    """Run the seed's scenario ``repeats`` times with caching off and on; return the report.
+
+    Reports the per-request table (median TTFTs), the measured TTFT speedup (median
+    over repetitions) next to the token bound and the seed's claims, and the
+    zero-hit overhead (median TTFT caching on / off on all-distinct prompts).
+    """
+    with temporary_llm(enable_prefix_caching=False) as off, temporary_llm() as on:
+        scenario = build_scenario(on.get_tokenizer(), target_tokens)
+        comp = compare_scenario(off, on, scenario, repeats)
+        overhead = zero_hit_overhead(off, on, distinct_prompts(scenario.system_prompt, overhead_prompts), repeats=1)
+        block_size = engine_block_size(on)
+    lines = [
+        f"seed scenario: system prompt {scenario.system_tokens} tokens, {len(scenario.questions)} questions, "
+        f"block_size {block_size}, {repeats} repetitions",
+        hardware_summary(),
+        "",
+        comp.table(),
+        f"per-repetition speedups: {', '.join(f'{s:.2f}x' for s in comp.speedups)}",
+        "",
+        f"zero-hit overhead ({len(overhead.ttft_on)} all-distinct prompts, cached tokens {sum(overhead.cached_on)}): "
+        f"median TTFT on/off = {overhead.ratio:.2f} "
+        f"({overhead.median_on * 1e3:.1f} ms vs {overhead.median_off * 1e3:.1f} ms)",
+    ]
+    return "\n".join(lines)
