@@ -42,6 +42,59 @@ from course_lib.hashing import block_hashes, none_hash as _none_hash
 
 NULL_BLOCK_ID = 0
 
+#: Block statuses ``describe_blocks`` reports.
+HIT, MISS, CAPPED, PARTIAL = "hit", "miss", "recomputed (last-token cap)", "partial (no hash)"
+
+
+@dataclass
+class BlockInfo:
+    """One block of a prompt as the prefix cache sees it (for tables and figures)."""
+
+    index: int
+    start: int  # first token position
+    token_ids: list[int]
+    block_hash: bytes | None  # None for the partial last block
+    status: str  # HIT, MISS, CAPPED or PARTIAL
+
+
+def describe_blocks(
+    token_ids: Sequence[int],
+    block_size: int,
+    cached_hashes: "Iterable[bytes] | PrefixCacheSimulator | None" = None,
+    hash_algo: str = "sha256",
+    *,
+    cache_salt: str | None = None,
+    none_hash: bytes | None = None,
+) -> list[BlockInfo]:
+    """Split a prompt into blocks and say what vLLM's lookup would do with each.
+
+    A block is a HIT if it and every block before it are cached and it ends
+    within the first ``num_tokens - 1`` tokens; CAPPED if it is cached and
+    reachable but past that cap (vLLM recomputes it to get the last token's
+    logits); MISS otherwise; the partial last block is PARTIAL (never hashed).
+    ``cached_hashes`` may be a simulator (its current cache) or any hash collection.
+    """
+    ids = [int(t) for t in token_ids]
+    if isinstance(cached_hashes, PrefixCacheSimulator):
+        sim = cached_hashes
+        none_hash = sim.none_hash if none_hash is None else none_hash
+        hash_algo, cached = sim.hash_algo, sim.cached_hashes()
+    else:
+        cached = set(cached_hashes or ())
+    hashes = block_hashes(ids, block_size, hash_algo, cache_salt=cache_salt, none_hash=none_hash)
+    cap_blocks = max(len(ids) - 1, 0) // block_size
+    rows: list[BlockInfo] = []
+    chain_ok = True
+    for i in range(-(-len(ids) // block_size)):
+        start = i * block_size
+        if i >= len(hashes):
+            rows.append(BlockInfo(i, start, ids[start:], None, PARTIAL))
+            continue
+        chain_ok = chain_ok and hashes[i] in cached
+        status = (HIT if i < cap_blocks else CAPPED) if chain_ok else MISS
+        rows.append(BlockInfo(i, start, ids[start : start + block_size], hashes[i], status))
+    return rows
+
 
 @dataclass
 class SimulatorStats:
@@ -198,6 +251,14 @@ class PrefixCacheSimulator:
     def free_queue(self) -> list[int]:
         """Free block ids in eviction order: the first is the next one reused."""
         return list(self._free)
+
+    def free_queue_state(self) -> list[tuple[int, bytes | None]]:
+        """``(block_id, block_hash or None)`` for each free block, in eviction order."""
+        return [(b, self._block_hash[b]) for b in self._free]
+
+    def cached_hashes(self) -> set[bytes]:
+        """Every block hash the cache can serve right now."""
+        return set(self._cached)
 
     def block_hash(self, block_id: int) -> bytes | None:
         """The hash a block currently holds in the cache, or None."""
