@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 Message = dict[str, str]
 
 
-def render_chat(tokenizer: Any, messages: Sequence[Mapping[str, str]], *, add_generation_prompt: bool = True) -> list[int]:
+def render_chat(
+    tokenizer: Any, messages: Sequence[Mapping[str, str]], *, add_generation_prompt: bool = True
+) -> list[int]:
     """Token ids of ``messages`` rendered by the tokenizer's own chat template.
 
     Rendering and tokenizing in one call is what vLLM's chat endpoint does; the

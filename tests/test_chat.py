@@ -97,7 +97,8 @@ def test_measure_reuse_matches_the_prediction_from_tokens(fresh_llm):
     second = render_chat(tok, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "b"}])
     r = measure_reuse(fresh_llm, first, second)
     assert r.common_prefix_tokens == common_prefix_len(first, second)
-    assert r.num_cached_tokens == r.expected_cached == (r.common_prefix_tokens // block_size_of(fresh_llm)) * block_size_of(fresh_llm)
+    bs = block_size_of(fresh_llm)
+    assert r.num_cached_tokens == r.expected_cached == (r.common_prefix_tokens // bs) * bs
     salted = measure_reuse(fresh_llm, first, second, first_salt="x", second_salt="y")
     assert salted.num_cached_tokens == salted.expected_cached == 0
 

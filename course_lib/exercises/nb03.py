@@ -61,7 +61,8 @@ def check_stable_messages(
     for (date, rid, _), m in zip(cases, msgs):
         text = " ".join(x.get("content", "") for x in m)
         if date not in text or rid not in text or policy not in text:
-            return verdict(name, False, "", "keep the policy, the date and the request id in the messages: the model needs them")
+            msg = "keep the policy, the date and the request id in the messages: the model needs them"
+            return verdict(name, False, "", msg)
     bs = block_size_of(llm)
     policy_ids = render_chat(tok, [{"role": "system", "content": policy}], add_generation_prompt=False)
     needed = ((len(policy_ids) - 2) // bs) * bs  # the policy's full blocks (its closing tokens may differ)
@@ -96,8 +97,9 @@ def check_tenant_salt(llm: "LLM", fn: Callable[[str], str]) -> ExerciseResult:
             "a salt that contains the tenant id, or is short, can be guessed: derive it from a server-side secret "
             "(e.g. hmac.new(SECRET, tenant_id.encode(), 'sha256').hexdigest())",
         )  # fmt: skip
-    prompt = render_chat(llm.get_tokenizer(), [{"role": "system", "content": "You are the assistant of a shared ticketing platform. Answer from the tenant's own tickets only, in at most three sentences."},
-                                               {"role": "user", "content": "Summarise my open tickets."}])  # fmt: skip
+    system = "You are the assistant of a shared ticketing platform. Answer from the tenant's own tickets only."
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": "Summarise my open tickets."}]
+    prompt = render_chat(llm.get_tokenizer(), messages)
     cross = measure_reuse(llm, prompt, prompt, first_salt=a1, second_salt=b)
     same = measure_reuse(llm, prompt, prompt, first_salt=a1, second_salt=a2)
     ok = cross.num_cached_tokens == 0 and same.num_cached_tokens == same.expected_cached > 0

@@ -31,14 +31,16 @@ def check_chunk_order(llm: "LLM", fn: Callable[[Sequence[str]], list[str]]) -> E
     if any(sorted(o) != sorted(chunks) for o in outs):
         return verdict(name, False, "", "return the same chunks (each exactly once), only reordered")
     if any(o != outs[0] for o in outs):
-        return verdict(name, False, "", "different input orders gave different outputs: sort by a key of the chunk itself")
+        msg = "different input orders gave different outputs: sort by a key of the chunk itself"
+        return verdict(name, False, "", msg)
     rag = RAGCache(llm)
     first = rag.build_prompt(_Q1, fn(chunks))
     second = rag.build_prompt(_Q2, fn(chunks[::-1]))
     r = measure_reuse(llm, first, second)
     reference = RAGCache(llm)
-    ref = expected_cached_tokens(reference.build_prompt(_Q1, canonicalize(chunks)),
-                                 reference.build_prompt(_Q2, canonicalize(chunks[::-1])), block_size_of(llm))  # fmt: skip
+    ref_first = reference.build_prompt(_Q1, canonicalize(chunks))
+    ref_second = reference.build_prompt(_Q2, canonicalize(chunks[::-1]))
+    ref = expected_cached_tokens(ref_first, ref_second, block_size_of(llm))
     ok = r.num_cached_tokens >= ref - block_size_of(llm)
     return verdict(
         name, ok,
