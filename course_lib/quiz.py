@@ -332,6 +332,11 @@ class Judgement:
         return self.answered and math.isclose(self.earned, self.points)
 
 
+def _letter(index: int) -> str:
+    """Choices are shown and discussed as A, B, C...; submissions use 0-based indices."""
+    return chr(ord("A") + index)
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -376,7 +381,7 @@ def judge(question: Question, answer: Any) -> Judgement:
     if question.type == "single":
         choice = question.choices[answer]
         earned = question.points if choice.correct else 0.0
-        notes.append(choice.feedback or "")
+        notes.append(f"{_letter(answer)}: {choice.feedback}")
     elif question.type == "multiple":
         picked = set(answer)
         correct = {i for i, c in enumerate(question.choices) if c.correct}
@@ -386,7 +391,7 @@ def judge(question: Question, answer: Any) -> Judgement:
             if i in picked or i in correct:
                 mark = "✓" if (i in picked) == bool(c.correct) else "✗"
                 state = "ticked" if i in picked else "not ticked"
-                notes.append(f"{mark} {c.text} ({state}): {c.feedback}")
+                notes.append(f"{mark} {_letter(i)} ({state}): {c.feedback}")
     elif question.type == "numeric":
         ok = abs(float(answer) - float(question.answer)) <= question.tolerance + 1e-12
         earned = question.points if ok else 0.0
@@ -548,17 +553,28 @@ class _QuestionInput:
             f"<b>{number}. {_inline(q.prompt)}</b> <i>({pts} point{'s' if pts != 1 else ''}"
             f"{', tick all that apply' if q.type == 'multiple' else ''})</i>"
         )
-        wide = w.Layout(width="auto")
+        # Choice texts go in an HTML list (long text wraps, `code` renders); the controls carry
+        # only the letters, because ipywidgets draws radio/checkbox labels on one clipped line.
+        letters = [_letter(i) for i in range(len(q.choices))]
+        listing = w.HTML(
+            "<div style='margin-left:1em'>"
+            + "".join(f"<div><b>{letter}.</b> {_inline(c.text)}</div>" for letter, c in zip(letters, q.choices))
+            + "</div>"
+        )
         if q.type == "single":
             self.control: Any = w.RadioButtons(
-                options=[(_plain(c.text), i) for i, c in enumerate(q.choices)], index=None, layout=wide
+                options=[(letter, i) for i, letter in enumerate(letters)],
+                index=None,
+                orientation="horizontal",
+                layout=w.Layout(width="auto"),
             )
-            body: list[Any] = [self.control]
+            body: list[Any] = [listing, self.control]
         elif q.type == "multiple":
             self.control = [
-                w.Checkbox(value=False, description=_plain(c.text), indent=False, layout=wide) for c in q.choices
+                w.Checkbox(value=False, description=letter, indent=False, layout=w.Layout(width="4em"))
+                for letter in letters
             ]
-            body = list(self.control)
+            body = [listing, w.HBox(list(self.control))]
         else:
             hint = "a number" if q.type == "numeric" else "your answer"
             self.control = w.Text(value="", placeholder=hint, layout=w.Layout(width="20em"))
@@ -727,7 +743,7 @@ class QuizView:
         for number, q in enumerate(self.quiz.questions, 1):
             lines.append(f"{number}. {_plain(q.prompt)}")
             for i, c in enumerate(q.choices):
-                lines.append(f"   [{i}] {_plain(c.text)}")
+                lines.append(f"   {_letter(i)}. {_plain(c.text)}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
