@@ -13,7 +13,9 @@ SMALL_CHAT = wl.ChatWorkload(name="t-chat", num_users=8, num_requests=40, system
                              reply_tokens=24, max_turns=4, seed=1)  # fmt: skip
 SMALL_RAG = wl.RAGWorkload(name="t-rag", num_docs=12, num_requests=20, doc_tokens=64, chunks_per_query=2,
                            preamble_tokens=32, question_tokens=8, seed=2)  # fmt: skip
-CACHE_TOKENS = 1024  # small enough that the replay evicts
+SUPPORT_BOT = wl.ChatWorkload(name="support bot")  # notebook 03
+REPLAY_CACHE_TOKENS = 1024  # small enough that the replay evicts
+CACHE_TOKENS = 4096  # the smallest cache size notebook 03 shows
 BLOCK = 32
 
 
@@ -67,23 +69,37 @@ def test_a_cache_too_small_for_one_prompt_is_refused():
 
 
 def test_simulated_traces_match_vllm_request_by_request():
-    """The pinned hit rates below are what vLLM measured on this replay (and the simulator must agree)."""
+    """Small traces and the head of notebook 03's support-bot trace, replayed through a real
+    engine with the same pool (1024 tokens: the replay evicts): identical num_cached_tokens."""
     from course_lib.engine import make_llm
 
-    trace = wl.chat_trace(SMALL_CHAT) + wl.rag_trace(SMALL_RAG)
-    sim1 = wl.simulate(trace, cache_tokens=CACHE_TOKENS, block_size=BLOCK)
-    sim2 = wl.simulate(trace, cache_tokens=CACHE_TOKENS, block_size=BLOCK)
+    support_head = wl.chat_trace(SUPPORT_BOT)[:12]
+    trace = wl.chat_trace(SMALL_CHAT) + wl.rag_trace(SMALL_RAG) + support_head
+    sim1 = wl.simulate(trace, cache_tokens=REPLAY_CACHE_TOKENS, block_size=BLOCK)
+    sim2 = wl.simulate(trace, cache_tokens=REPLAY_CACHE_TOKENS, block_size=BLOCK)
     assert sim1.num_cached_tokens == sim2.num_cached_tokens
-    llm = make_llm(num_gpu_blocks_override=wl.pool_blocks(CACHE_TOKENS, BLOCK), block_size=BLOCK)
+    llm = make_llm(num_gpu_blocks_override=wl.pool_blocks(REPLAY_CACHE_TOKENS, BLOCK), block_size=BLOCK)
     try:
         engine = wl.replay_on_engine(llm, trace)
     finally:
         del llm
         gc.collect()
     assert engine == sim1.num_cached_tokens
-    n_chat = len(wl.chat_trace(SMALL_CHAT))
-    chat_rate = sum(engine[:n_chat]) / sum(len(r) for r in trace[:n_chat])
-    assert 0 < chat_rate < 1
     assert sim1.hit_rate == sum(engine) / sum(len(r) for r in trace)
-    # the same trace with an unbounded cache only ever hits more
-    assert wl.simulate(trace, cache_tokens=1 << 16, block_size=BLOCK).cached_tokens >= sim1.cached_tokens
+    # the pool was too small to keep everything: an unbounded cache hits more on the same trace
+    assert wl.simulate(trace, cache_tokens=1 << 17, block_size=BLOCK).cached_tokens > sim1.cached_tokens
+
+
+def test_notebook_hit_rates_are_pinned():
+    """The numbers notebooks 03 and 04 show: seeded traces, so fixed on every machine.
+
+    The simulator that produces them is checked against vLLM in the test above
+    (on the head of the same support-bot trace, in a pool small enough to evict).
+    """
+    trace = wl.chat_trace(SUPPORT_BOT)
+    runs = [wl.simulate(trace, cache_tokens=CACHE_TOKENS, block_size=BLOCK) for _ in range(2)]
+    assert runs[0].num_cached_tokens == runs[1].num_cached_tokens
+    assert round(runs[0].hit_rate, 4) == 0.8183
+    assert round(wl.ceiling(trace, BLOCK), 4) == 0.8779
+    pasted = wl.chat_trace(wl.ChatWorkload(name="paste a document", system_tokens=32, user_tokens=600, max_turns=1))
+    assert round(wl.ceiling(pasted, BLOCK), 4) == 0.05 < 0.7  # the seed's 70 % target is out of reach
