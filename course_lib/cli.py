@@ -120,6 +120,23 @@ def _add_bench_seed_scenario(sub: argparse._SubParsersAction) -> None:
 _REGISTRARS += [_add_bench_seed_scenario]
 
 
+def _add_workloads(sub: argparse._SubParsersAction) -> None:
+    def run(args: argparse.Namespace) -> int:
+        from course_lib.workloads import run_cli
+
+        return run_cli(args.kind, args.cache_tokens, args.block_sizes, args.seed)
+
+    p = sub.add_parser("workloads", help="simulated hit rates of synthetic chat or RAG traffic (notebooks 03, 04)")
+    p.add_argument("kind", choices=["chat", "rag"])
+    p.add_argument("--cache-tokens", type=int, nargs="+", default=[4096, 16384, 65536], help="KV cache sizes in tokens")
+    p.add_argument("--block-sizes", type=int, nargs="+", default=[32], help="block sizes in tokens")
+    p.add_argument("--seed", type=int, default=0, help="trace seed (default 0, as in the notebooks)")
+    p.set_defaults(func=run)
+
+
+_REGISTRARS += [_add_workloads]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="course", description="Prefix Caching with vLLM: course tools")
     sub = parser.add_subparsers(dest="command", required=True)

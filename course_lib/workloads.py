@@ -236,3 +236,27 @@ def replay_on_engine(llm: "LLM", trace: Sequence[TraceRequest]) -> list[int]:
     from course_lib.engine import run_one
 
     return [run_one(llm, list(r.prompt_token_ids), cache_salt=r.cache_salt).num_cached_tokens for r in trace]
+
+
+def run_cli(kind: str, cache_tokens: Sequence[int], block_sizes: Sequence[int], seed: int = 0) -> int:
+    """``course workloads``: the hit-rate table of the course's standard chat or RAG workloads."""
+    from course_lib.chat import print_table
+
+    if kind == "chat":
+        named: list[ChatWorkload | RAGWorkload] = [
+            ChatWorkload(name="support bot", seed=seed),
+            ChatWorkload(name="many apps", num_system_prompts=20, seed=seed),
+            ChatWorkload(name="paste a document", system_tokens=32, user_tokens=600, max_turns=1, seed=seed),
+        ]
+    elif kind == "rag":
+        named = [RAGWorkload(name="wide corpus", seed=seed),
+                 RAGWorkload(name="wide corpus, canonical", canonical_order=True, seed=seed)]  # fmt: skip
+    else:
+        raise ValueError(f"kind must be 'chat' or 'rag', not {kind!r}")
+    rows = []
+    for w in named:
+        trace = chat_trace(w) if isinstance(w, ChatWorkload) else rag_trace(w)
+        for r in sweep(trace, cache_tokens, block_sizes):
+            rows.append({"workload": w.name, **r})
+    print_table(rows)
+    return 0

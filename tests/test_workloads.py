@@ -103,3 +103,14 @@ def test_notebook_hit_rates_are_pinned():
     assert round(wl.ceiling(trace, BLOCK), 4) == 0.8779
     pasted = wl.chat_trace(wl.ChatWorkload(name="paste a document", system_tokens=32, user_tokens=600, max_turns=1))
     assert round(wl.ceiling(pasted, BLOCK), 4) == 0.05 < 0.7  # the seed's 70 % target is out of reach
+
+
+def test_cli_prints_the_sweep(capsys):
+    from course_lib.cli import main
+
+    assert main(["workloads", "rag", "--cache-tokens", "4096", "--block-sizes", "64"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    expected = wl.sweep(wl.rag_trace(wl.RAGWorkload(name="wide corpus")), [4096], [64])[0]["hit_rate"]
+    assert out[0].split() == ["workload", "block_size", "cache_tokens", "hit_rate"]
+    assert out[1].split()[-3:] == ["64", "4096", str(expected)]
+    assert len(out) == 3
