@@ -46,14 +46,23 @@ class LiveHitRateChart:
         try:
             from IPython.display import display
 
-            self._handle = display(hit_rate_figure([], target, title), display_id=True)
+            self._handle = display(self._bundle([]), raw=True, display_id=True)
         except ImportError:
             pass
+
+    def _bundle(self, rows: list[dict]) -> dict:
+        # A raw MIME bundle: a Figure displayed as an object renders itself through
+        # plotly.io.show, which ignores display_id, so every update would add a new figure.
+        fig = hit_rate_figure(rows, self.target, self.title)
+        bundle = fig._repr_mimebundle_(include=None, exclude=None) or {}
+        bundle.setdefault("application/vnd.plotly.v1+json", fig.to_plotly_json())
+        bundle["text/plain"] = f"<hit-rate chart: {len(rows)} intervals>"
+        return bundle
 
     def update(self, rows: list[dict]) -> None:
         """Redraw with the rows so far (``course_lib.metrics.hit_rate_timeline``)."""
         if self._handle is not None:
-            self._handle.update(hit_rate_figure(rows, self.target, self.title))
+            self._handle.update(self._bundle(rows), raw=True)
 
 
 # --- chat and RAG (notebooks 03, 04) ---
