@@ -445,6 +445,16 @@ def test_numeric_cache_answers_match_the_real_engine(llm):
         if key:
             assert cached == answer[key], key
 
+    # The seed's drawing: text prompts through the engine's own tokenizer.
+    from course_lib.engine import measure, prompt_token_ids
+
+    hi, hello = "System: You are helpful. User: Hi", "System: You are helpful. User: Hello"
+    question = Q.load_quiz("01_block_hashing").question("hi_hello")
+    counts = [len(prompt_token_ids(llm, p)) for p in (hi, hello)]
+    assert f"{counts[0]} and {counts[1]} tokens" in question.prompt
+    assert llm.reset_prefix_cache()
+    assert [r.num_cached_tokens for r in measure(llm, [hi, hello])] == [0, question.answer]
+
     # The GPU questions use block size 16, which the CPU backend cannot run: the rule, checked
     # on the engine above (and at block size 64 below), gives their answers.
     assert _block_rule(1000, 1000, 16) == answer[("module2", "gpu_resubmit")]
