@@ -11,6 +11,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.course-setup-cpu
 GPU_STAMP := $(VENV)/.course-setup-gpu
+# Jupyter refuses to run as root unless told; containers and course VMs often are root.
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .PHONY: setup setup-gpu lab test check bench clean-venv
 
@@ -41,7 +43,7 @@ $(GPU_STAMP): pyproject.toml
 
 lab:
 	@test -f $(GPU_STAMP) || $(MAKE) --no-print-directory setup
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
 
 test:
 	@test -f $(GPU_STAMP) || $(MAKE) --no-print-directory setup
