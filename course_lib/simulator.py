@@ -57,6 +57,24 @@ class BlockInfo:
     status: str  # HIT, MISS, CAPPED or PARTIAL
 
 
+def engine_cached_hashes(llm: object) -> set[bytes]:
+    """The block hashes a live in-process vLLM engine's prefix cache holds right now.
+
+    Reads ``BlockPool.cached_block_hash_to_block`` (keys are the hash plus a 4-byte
+    KV-cache group id, stripped here), so a notebook can check that
+    ``course_lib.hashing`` computes the very keys vLLM stores. Needs the engine core
+    in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, as ``make_llm`` sets).
+    """
+    try:
+        pool = llm.llm_engine.engine_core.engine_core.scheduler.kv_cache_manager.block_pool  # type: ignore[attr-defined]
+    except AttributeError as exc:
+        raise ValueError(
+            "engine_cached_hashes needs an LLM whose engine core runs in this process "
+            "(course_lib.engine.make_llm sets VLLM_ENABLE_V1_MULTIPROCESSING=0)"
+        ) from exc
+    return {bytes(key[:-4]) for key in pool.cached_block_hash_to_block._cache}
+
+
 def describe_blocks(
     token_ids: Sequence[int],
     block_size: int,

@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from course_lib.simulator import PrefixCacheSimulator
+from course_lib.simulator import PrefixCacheSimulator, engine_cached_hashes
 
 BLOCK = 32  # make_llm's CPU block size
 NUM_GPU_BLOCKS = 10  # 9 usable blocks: small enough that the workload evicts
@@ -88,6 +88,7 @@ def test_simulator_matches_vllm_engine_on_random_workload():
             predicted = sim.process(prompt, stats.output_token_ids, cache_salt=salt)
             assert predicted == stats.num_cached_tokens, (i, kind, len(prompt), max_tokens, salt)
             assert _sim_state(sim) == _pool_state(block_pool), (i, kind)
+            assert engine_cached_hashes(llm) == sim.cached_hashes()
             evictions += len(sim.last.evicted_block_ids)
             if kind == "continue" and predicted > len(prev_prompt) // BLOCK * BLOCK:
                 generated_hits += 1  # a block filled by generated tokens served a hit

@@ -67,7 +67,7 @@ def eviction_exercise() -> tuple[int, int, list[tuple[str, int, int]]]:
     ``list(range(first_token, first_token + length))``, run one at a time with one
     generated token.
     """
-    return 6, 4, [("A", 0, 9), ("B", 100, 9), ("A again", 0, 9), ("C", 200, 9), ("A once more", 0, 9),
+    return 7, 4, [("A", 0, 9), ("B", 100, 9), ("A's first 8 tokens", 0, 8), ("C", 200, 9), ("A again", 0, 9),
                   ("B again", 100, 9)]  # fmt: skip
 
 
@@ -87,5 +87,5 @@ def check_eviction(answer: Sequence[int]) -> ExerciseResult:
         name, False, "",
         f"request {requests[i][0]!r} (number {i}) is off: you said {answer[i]}. Draw the free queue after each "
         "request: freed blocks without a hash go to the FRONT, cached ones to the BACK (tail block first), "
-        "and a new block is taken from the front, evicting its hash.",
+        "and a new block is taken from the front, evicting its hash. Remember the num_tokens - 1 cap on hits.",
     )  # fmt: skip
