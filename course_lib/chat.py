@@ -15,7 +15,10 @@ and only full blocks are ever hashed.
 The seed's ``ChatSession`` called an undefined ``format_chat``; this one uses
 ``tokenizer.apply_chat_template(..., add_generation_prompt=True)``, which works
 with the course's embedded model (``<|system|>``/``<|user|>``/``<|assistant|>``/``<|end|>``
-special tokens) and with real instruct models.
+special tokens) and with real instruct models. A template that rewrites earlier
+turns (some reasoning models' templates drop the previous replies' thinking)
+breaks the prefix property; ``turn_table`` shows it, since its
+``prev_prompt_full_blocks`` is computed from the common token prefix.
 """
 
 from __future__ import annotations
