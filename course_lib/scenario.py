@@ -372,6 +372,7 @@ class ScenarioComparison:
             f"ideal TTFT speedup (token bound): {self.ideal_speedup:.2f}x",
             f"measured TTFT speedup (median of {len(self.speedups)}): {self.measured_speedup:.2f}x   "
             f"(seed claims ~{SEED_TTFT_SPEEDUP:.0f}x)",
+            f"per-repetition speedups: {', '.join(f'{x:.2f}x' for x in self.speedups)}",
         ]
         return "\n".join(lines)
 
@@ -385,9 +386,14 @@ def compare_scenario(llm_off: "LLM", llm_on: "LLM", scenario: Scenario, repeats:
     warm_up(llm_off)
     warm_up(llm_on)
     off, on = [], []
-    for _ in range(repeats):
-        off.append(run_scenario(llm_off, scenario))
-        on.append(run_scenario(llm_on, scenario))
+    for i in range(repeats):
+        # Alternate which engine goes first, so an order effect cannot favour one side.
+        if i % 2 == 0:
+            off.append(run_scenario(llm_off, scenario))
+            on.append(run_scenario(llm_on, scenario))
+        else:
+            on.append(run_scenario(llm_on, scenario))
+            off.append(run_scenario(llm_off, scenario))
     return ScenarioComparison(off, on)
 
 
@@ -468,7 +474,11 @@ class OverheadResult:
 
 
 def zero_hit_overhead(llm_off: "LLM", llm_on: "LLM", prompts: Sequence[str], repeats: int = 1) -> OverheadResult:
-    """Time all-distinct ``prompts`` on both engines, alternating, with the cache reset per pass."""
+    """Time all-distinct ``prompts`` on both engines, alternating, with the cache reset per pass.
+
+    Each prompt runs on both engines back to back, the first engine alternating
+    from prompt to prompt, so load changes and order effects hit both sides alike.
+    """
     warm_up(llm_off)
     warm_up(llm_on)
     t_off: list[float] = []
@@ -476,11 +486,14 @@ def zero_hit_overhead(llm_off: "LLM", llm_on: "LLM", prompts: Sequence[str], rep
     cached: list[int] = []
     for _ in range(repeats):
         llm_on.reset_prefix_cache()
-        for p in prompts:
-            t_off.append(measure(llm_off, [p])[0].ttft_s)
+        for i, p in enumerate(prompts):
+            if i % 2:  # alternate which engine goes first
+                t_off.append(measure(llm_off, [p])[0].ttft_s)
             s = measure(llm_on, [p])[0]
             t_on.append(s.ttft_s)
             cached.append(s.num_cached_tokens)
+            if not i % 2:
+                t_off.append(measure(llm_off, [p])[0].ttft_s)
     return OverheadResult(t_off, t_on, cached)
 
 
@@ -713,7 +726,6 @@ def bench_seed_scenario(repeats: int = 5, target_tokens: int = SEED_SYSTEM_TOKEN
         hardware_summary(),
         "",
         comp.table(),
-        f"per-repetition speedups: {', '.join(f'{s:.2f}x' for s in comp.speedups)}",
         "",
         f"zero-hit overhead ({len(overhead.ttft_on)} all-distinct prompts, cached tokens {sum(overhead.cached_on)}): "
         f"median TTFT on/off = {overhead.ratio:.2f} "
