@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from course_lib.engine import CourseError, RequestStats, run_one
+from course_lib.engine import block_size as block_size_of
+from course_lib.simulator import common_prefix_len, expected_cached_tokens
 
 if TYPE_CHECKING:
     from vllm import LLM, SamplingParams
@@ -53,33 +55,6 @@ def render_chat(
     if isinstance(out, Mapping) or hasattr(out, "input_ids"):  # transformers >= 5 returns a BatchEncoding
         out = out["input_ids"]
     return [int(t) for t in out]
-
-
-def block_size_of(llm: "LLM") -> int:
-    """The engine's KV cache block size (tokens per block)."""
-    return int(llm.llm_engine.vllm_config.cache_config.block_size)
-
-
-def common_prefix_len(a: Sequence[Any], b: Sequence[Any]) -> int:
-    """Length of the longest common prefix of two sequences (tokens or characters)."""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def expected_cached_tokens(cached_prefix: Sequence[int], prompt: Sequence[int], block_size: int) -> int:
-    """Tokens of ``prompt`` that can hit if ``cached_prefix`` is the only thing in the cache.
-
-    Whole blocks of the common token prefix, capped at ``len(prompt) - 1``
-    tokens as in vLLM's ``KVCacheManager.get_computed_blocks`` (the last prompt
-    token is always recomputed to get logits). Computed from token ids alone,
-    never from the engine, so it can check the engine.
-    """
-    common = min(common_prefix_len(cached_prefix, prompt), len(cached_prefix), max(len(prompt) - 1, 0))
-    return (common // block_size) * block_size
 
 
 def default_chat_sampling() -> "SamplingParams":

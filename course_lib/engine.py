@@ -257,6 +257,11 @@ def _as_prompt(prompt: Prompt, cache_salt: str | None = None) -> Any:
     return p
 
 
+def block_size(llm: "LLM") -> int:
+    """The running engine's KV cache block size (never assume 32: a GPU uses 16)."""
+    return int(llm.llm_engine.vllm_config.cache_config.block_size)
+
+
 def prompt_token_ids(llm: "LLM", prompt: Prompt) -> list[int]:
     """The token ids vLLM will see for ``prompt`` (strings go through its tokenizer)."""
     if isinstance(prompt, str):

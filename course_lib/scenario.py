@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from course_lib.engine import RequestStats, close_llm, detect_device, make_llm, measure
+from course_lib.engine import block_size as engine_block_size
+from course_lib.simulator import common_prefix_len, expected_cached_tokens, full_block_tokens
 
 if TYPE_CHECKING:
     from vllm import LLM
@@ -164,25 +166,6 @@ def build_scenario(
 # --- block arithmetic ----------------------------------------------------------------------
 
 
-def common_prefix_len(*seqs: Sequence[int]) -> int:
-    """Length of the longest common prefix of token sequences."""
-    if not seqs:
-        return 0
-    n = min(len(s) for s in seqs)
-    for i in range(n):
-        t = seqs[0][i]
-        if any(s[i] != t for s in seqs[1:]):
-            return i
-    return n
-
-
-def full_block_tokens(num_tokens: int, block_size: int) -> int:
-    """Tokens in the full blocks of ``num_tokens`` tokens: what a cache hit can cover."""
-    if block_size <= 0:
-        raise ValueError(f"block_size must be positive, not {block_size}")
-    return (num_tokens // block_size) * block_size
-
-
 def predicted_cached_tokens(prompts: Sequence[Sequence[int]], block_size: int) -> list[int]:
     """``num_cached_tokens`` block arithmetic predicts for prompts run one after another.
 
@@ -192,8 +175,7 @@ def predicted_cached_tokens(prompts: Sequence[Sequence[int]], block_size: int) -
     """
     out = []
     for i, p in enumerate(prompts):
-        shared = max((common_prefix_len(p, q) for q in prompts[:i]), default=0)
-        out.append(full_block_tokens(min(shared, len(p) - 1), block_size))
+        out.append(max((expected_cached_tokens(q, p, block_size) for q in prompts[:i]), default=0))
     return out
 
 
@@ -246,11 +228,6 @@ def block_rounding(scenario: Scenario, block_size: int) -> BlockRounding:
 
 
 # --- running it on the engine ----------------------------------------------------------------
-
-
-def engine_block_size(llm: "LLM") -> int:
-    """The block size the running engine uses (never assume 32: a GPU uses 16)."""
-    return int(llm.llm_engine.vllm_config.cache_config.block_size)
 
 
 def caching_enabled(llm: "LLM") -> bool:

@@ -46,6 +46,37 @@ NULL_BLOCK_ID = 0
 HIT, MISS, CAPPED, PARTIAL = "hit", "miss", "recomputed (last-token cap)", "partial (no hash)"
 
 
+def common_prefix_len(*seqs: Sequence[object]) -> int:
+    """Length of the longest common prefix of sequences (token ids or characters)."""
+    if not seqs:
+        return 0
+    n = 0
+    for items in zip(*seqs):
+        if any(x != items[0] for x in items[1:]):
+            break
+        n += 1
+    return n
+
+
+def full_block_tokens(num_tokens: int, block_size: int) -> int:
+    """Tokens in the full blocks of ``num_tokens`` tokens: the most a cache hit can cover."""
+    if block_size <= 0:
+        raise ValueError(f"block_size must be positive, not {block_size}")
+    return num_tokens // block_size * block_size
+
+
+def expected_cached_tokens(cached_prefix: Sequence[int], prompt: Sequence[int], block_size: int) -> int:
+    """``num_cached_tokens`` of ``prompt`` when ``cached_prefix`` is all the cache holds.
+
+    The closed form of what ``PrefixCacheSimulator`` replays: whole blocks of the
+    common token prefix, capped at ``len(prompt) - 1`` tokens as in
+    ``KVCacheManager.get_computed_blocks``. Computed from token ids alone, never
+    from the engine, so it can check the engine.
+    """
+    common = min(common_prefix_len(cached_prefix, prompt), len(cached_prefix), max(len(prompt) - 1, 0))
+    return full_block_tokens(common, block_size)
+
+
 @dataclass
 class BlockInfo:
     """One block of a prompt as the prefix cache sees it (for tables and figures)."""

@@ -11,11 +11,6 @@ if TYPE_CHECKING:
     from vllm import LLM
 
 
-def expected_repeat_hit(prompt_tokens: int, block_size: int) -> int:
-    """Cached tokens when a prompt is sent again: full blocks of ``prompt_tokens - 1``."""
-    return (prompt_tokens - 1) // block_size * block_size
-
-
 def check_third_submission(answer: int, llm: "LLM", prompt: str) -> ExerciseResult:
     """Exercise 1: predict ``num_cached_tokens`` of a third identical submission, then run it."""
     block = llm.llm_engine.vllm_config.cache_config.block_size
