@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from course_lib.model import MARKER_FILE, MODEL_VERSION
 from course_lib.engine import CourseError, default_model, detect_device, engine_defaults, prepare_environment
 
 HOST = "127.0.0.1"
@@ -157,7 +158,11 @@ class VLLMServer:
         self.device = detect_device()
         self.model = model or default_model(self.device)
         path = Path(self.model).expanduser()
-        # A short served name keeps file paths out of API answers and metric labels.
+        # A short served name keeps file paths out of API answers and metric labels. The
+        # embedded model is served under its version, wherever COURSE_MODEL_DIR puts it, so
+        # the names the notebooks pin are the same on every machine.
+        if served_model_name is None and (path / MARKER_FILE).exists():
+            served_model_name = MODEL_VERSION
         self.model_name = served_model_name or (path.name if path.is_dir() else self.model)
         self.port = port
         self.startup_timeout = startup_timeout
