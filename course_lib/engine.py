@@ -29,6 +29,7 @@ import importlib.util
 import math
 import os
 import time
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,8 @@ def prepare_environment() -> None:
     # Errors only: notebooks show the course's output, not vLLM's start-up log
     # (set VLLM_LOGGING_LEVEL=INFO to see it all).
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    # A deprecation inside vLLM's Triton shim, not something a learner can act on.
+    warnings.filterwarnings("ignore", message=".*torch.distributed.reduce_op.*", category=FutureWarning)
 
 
 def default_model(device: str | None = None) -> str:
@@ -110,7 +113,12 @@ def engine_defaults(device: str) -> dict[str, Any]:
     }
     if device == "cuda":
         return common | {"block_size": CUDA_BLOCK_SIZE, "gpu_memory_utilization": 0.5}
-    defaults = common | {"block_size": CPU_BLOCK_SIZE, "enforce_eager": True, "dtype": "bfloat16"}
+    defaults = common | {
+        "block_size": CPU_BLOCK_SIZE,
+        "enforce_eager": True,
+        "dtype": "bfloat16",
+        "use_tqdm_on_load": False,  # the course model loads in milliseconds: no progress bar
+    }
     if not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
         defaults["kv_cache_memory_bytes"] = DEFAULT_CPU_KV_CACHE_GIB << 30
     return defaults
