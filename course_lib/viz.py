@@ -226,7 +226,7 @@ def blocks_figure(
         col, row = b.index % per_row, b.index // per_row
         width = len(b.token_ids) / block_size  # the partial block is drawn as wide as it is full
         fig.add_shape(type="rect", x0=col + 0.03, x1=col + 0.03 + 0.94 * width, y0=-row - 0.92, y1=-row - 0.08,
-                      fillcolor=_BLOCK_COLORS[b.status], opacity=0.85,
+                      fillcolor=_BLOCK_COLORS[b.status], opacity=0.85, layer="below",
                       line={"color": "black", "width": 1, "dash": "dot" if b.block_hash is None else "solid"})  # fmt: skip
         text = "".join(token_text[b.start : b.start + len(b.token_ids)]) if token_text is not None else ""
         snippet = text.replace("\n", "⏎")
@@ -237,7 +237,7 @@ def blocks_figure(
         hovers.append(f"block {b.index}: tokens {b.start}..{b.start + len(b.token_ids) - 1} ({len(b.token_ids)}/{block_size})"
                       f"<br>hash {b.block_hash.hex() if b.block_hash else 'none (partial block)'}<br>{b.status}"
                       + (f"<br>{_html_escape(text)}" if text else ""))  # fmt: skip
-        xs.append(col + 0.03 + 0.47 * width)
+        xs.append(col + 0.5)  # centred in the block's slot, so a narrow partial block's label still fits
         ys.append(-row - 0.5)
         meta.append({"index": b.index, "start": b.start, "size": len(b.token_ids), "status": b.status,
                      "block_hash": b.block_hash.hex() if b.block_hash else None})  # fmt: skip
@@ -282,7 +282,7 @@ def free_queue_figure(steps: "list[tuple[str, list[tuple[int, bytes | None]]]]",
         for pos, (block_id, block_hash) in enumerate(state):
             color = "#1f77b4" if block_hash is not None else "#d9d9d9"
             fig.add_shape(type="rect", x0=pos + 0.05, x1=pos + 0.95, y0=-r - 0.9, y1=-r - 0.1, fillcolor=color,
-                          line={"color": "black", "width": 1})  # fmt: skip
+                          layer="below", line={"color": "black", "width": 1})  # fmt: skip
             xs.append(pos + 0.5)
             ys.append(-r - 0.5)
             labels.append(f"<b>{block_id}</b><br>{short_hash(block_hash, 6) if block_hash else '—'}")
