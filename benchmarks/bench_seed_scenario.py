@@ -8,7 +8,7 @@ and on), the measured TTFT speedup (median over repetitions of sum-off / sum-on)
 next to the ideal bound set by token counts (total prompt tokens / total
 prefilled tokens with caching on) and the seed's claims ("3000 vs 1100",
 "~3x"), then the cost of caching at a 0% hit rate. The code lives in
-``course_lib.scenario.bench_seed_scenario``; this script is its command line.
+``course_lib.bench.bench_seed_scenario``; this script is its command line.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="repetitions; medians are reported (default 5)")
     parser.add_argument("--target-tokens", type=int, default=1000, help="system prompt length in tokens (default 1000)")
     args = parser.parse_args(argv)
-    from course_lib.scenario import bench_seed_scenario
+    from course_lib.bench import bench_seed_scenario
 
     print(bench_seed_scenario(args.repeats, args.target_tokens))
     return 0

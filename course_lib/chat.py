@@ -1,6 +1,6 @@
 """Multi-turn chat on the real engine, and the measurements that show what a chat cache reuses.
 
-Taught in ``notebooks/03_chat.ipynb``.
+Taught in ``notebooks/04_chat.ipynb``.
 
 Why token ids: a chat turn's prompt is the whole conversation so far, rendered by
 the tokenizer's chat template. ``ChatSession`` renders it to token ids itself and
@@ -13,12 +13,23 @@ tokens can hit (``vllm/v1/core/kv_cache_manager.py``, ``get_computed_blocks``),
 and only full blocks are ever hashed.
 
 The seed's ``ChatSession`` called an undefined ``format_chat``; this one uses
-``tokenizer.apply_chat_template(..., add_generation_prompt=True)``, which works
-with the course's embedded model (``<|system|>``/``<|user|>``/``<|assistant|>``/``<|end|>``
-special tokens) and with real instruct models. A template that rewrites earlier
-turns (some reasoning models' templates drop the previous replies' thinking)
-breaks the prefix property; ``turn_table`` shows it, since its
-``prev_prompt_full_blocks`` is computed from the common token prefix.
+``tokenizer.apply_chat_template(..., add_generation_prompt=True)``, the model's own
+template (SmolLM2's is ChatML and inserts a default system prompt when the
+messages have none), or any Jinja template passed as ``chat_template=``, as vLLM's
+chat endpoint does (``vllm/renderers/hf.py``, ``safe_apply_chat_template``).
+
+A template that rewrites earlier turns breaks the prefix property. Reasoning
+models' templates drop the ``<think>`` part of assistant messages before the last
+user message (vLLM ships one: ``vllm/transformers_utils/chat_templates/template_minicpmv45.jinja``),
+so the reasoning tokens the server generated, and cached, never come back as a
+prefix. ``chatml_template(strip_reasoning=True)`` is a small template that does
+this, for the notebook to measure against the same template without the rewrite.
+
+``cache_salt``: vLLM's OpenAI server rejects salts that are empty, longer than
+128 characters or contain ``@``, ``/``, ``\\`` or NUL
+(``vllm/entrypoints/generate/base/protocol.py``, ``validate_cache_salt``); the
+offline ``LLM`` does not check. ``check_cache_salt`` applies the server's rule, so a
+salt that works in the notebooks also works behind the server.
 """
 
 from __future__ import annotations
@@ -36,21 +47,92 @@ if TYPE_CHECKING:
 Message = dict[str, str]
 
 
-def render_chat(
-    tokenizer: Any, messages: Sequence[Mapping[str, str]], *, add_generation_prompt: bool = True
-) -> list[int]:
-    """Token ids of ``messages`` rendered by the tokenizer's own chat template.
+#: vLLM's OpenAI-server limits on ``cache_salt`` (``vllm/entrypoints/generate/base/protocol.py``:
+#: ``_MAX_CACHE_SALT_LENGTH``, ``_CACHE_SALT_FORBIDDEN_CHARS``).
+MAX_CACHE_SALT_LENGTH = 128
+CACHE_SALT_FORBIDDEN_CHARS = frozenset("@/\\\x00")
 
-    Rendering and tokenizing in one call is what vLLM's chat endpoint does; the
-    template already inserts any BOS token, so no second one is added.
+
+def cache_salt_problem(salt: object) -> str | None:
+    """Why vLLM's OpenAI server would reject ``salt`` as a ``cache_salt``, or ``None`` if it accepts it.
+
+    Mirrors ``validate_cache_salt`` in ``vllm/entrypoints/generate/base/protocol.py``
+    (``None`` means "no salt" and is accepted); taught in notebook 04, section 4 and
+    exercise 04.3. The length is counted in characters (Python ``len``), not bytes.
     """
-    if not getattr(tokenizer, "chat_template", None):
+    if salt is None:
+        return None
+    if not isinstance(salt, str) or not salt:
+        return "it must be a non-empty string"
+    if len(salt) > MAX_CACHE_SALT_LENGTH:
+        return f"it has {len(salt)} characters; the server accepts at most {MAX_CACHE_SALT_LENGTH}"
+    bad = sorted({repr(c) for c in salt if c in CACHE_SALT_FORBIDDEN_CHARS})
+    if bad:
+        return f"it contains {', '.join(bad)}; the server rejects '@', '/', a backslash and NUL"
+    return None
+
+
+def check_cache_salt(salt: str | None) -> str | None:
+    """Return ``salt`` if vLLM's server accepts it; raise ``CourseError`` saying why not otherwise."""
+    problem = cache_salt_problem(salt)
+    if problem:
+        raise CourseError(
+            f"cache_salt {salt!r:.40} would be rejected by vLLM's OpenAI server: {problem} "
+            "(vllm/entrypoints/generate/base/protocol.py, validate_cache_salt). A hex digest "
+            "(hmac ... .hexdigest(), 64 characters) always passes; standard base64 can contain '/'."
+        )
+    return salt
+
+
+def chatml_template(*, strip_reasoning: bool = False) -> str:
+    """A minimal ChatML chat template (SmolLM2's format, without its default system prompt).
+
+    With ``strip_reasoning=True`` it rewrites earlier turns the way reasoning models'
+    templates do (Qwen3; vLLM's bundled ``template_minicpmv45.jinja``): an assistant
+    message before the last user message keeps only the text after ``</think>``.
+    Written for notebook 04 (pitfall 3e) to measure what that rewrite costs the cache.
+    """
+    strip = (
+        "{%- if m['role'] == 'assistant' and loop.index0 < ns.last_user and '</think>' in content -%}"
+        "{%- set content = content.split('</think>')[-1].lstrip('\\n') -%}"
+        "{%- endif -%}"
+        if strip_reasoning
+        else ""
+    )
+    return (
+        "{%- set ns = namespace(last_user=-1) -%}"
+        "{%- for m in messages -%}{%- if m['role'] == 'user' -%}{%- set ns.last_user = loop.index0 -%}"
+        "{%- endif -%}{%- endfor -%}"
+        "{%- for m in messages -%}{%- set content = m['content'] -%}"
+        + strip
+        + "{{- '<|im_start|>' + m['role'] + '\\n' + content + '<|im_end|>\\n' -}}{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+    )
+
+
+def render_chat(
+    tokenizer: Any,
+    messages: Sequence[Mapping[str, str]],
+    *,
+    add_generation_prompt: bool = True,
+    chat_template: str | None = None,
+) -> list[int]:
+    """Token ids of ``messages`` rendered by the tokenizer's own chat template (or ``chat_template``).
+
+    Rendering and tokenizing in one call is what vLLM's chat endpoint does
+    (``vllm/renderers/hf.py``, ``safe_apply_chat_template``); the template already
+    inserts any BOS token, so no second one is added.
+    """
+    if chat_template is None and not getattr(tokenizer, "chat_template", None):
         raise CourseError(
             "this tokenizer has no chat template: load an instruct/chat model, or use the course's "
-            "embedded model (make_llm() with no model argument)"
+            "model (make_llm() with no model argument), or pass chat_template="
         )
     out = tokenizer.apply_chat_template(
-        [dict(m) for m in messages], add_generation_prompt=add_generation_prompt, tokenize=True
+        [dict(m) for m in messages],
+        add_generation_prompt=add_generation_prompt,
+        tokenize=True,
+        chat_template=chat_template,
     )
     if isinstance(out, Mapping) or hasattr(out, "input_ids"):  # transformers >= 5 returns a BatchEncoding
         out = out["input_ids"]
@@ -58,10 +140,10 @@ def render_chat(
 
 
 def default_chat_sampling() -> "SamplingParams":
-    """Greedy and short: the course's model has random weights, so long replies teach nothing."""
+    """Greedy, and short enough for CPU: a reply of at most 48 tokens."""
     from vllm import SamplingParams
 
-    return SamplingParams(max_tokens=24, temperature=0.0)
+    return SamplingParams(max_tokens=48, temperature=0.0)
 
 
 def _prefill_only() -> "SamplingParams":
@@ -80,7 +162,10 @@ class ChatSession:
     which the notebooks can pin, whereas generated text may differ between CPUs.
 
     ``cache_salt`` is passed to vLLM with every request: only requests with the
-    same salt share cached blocks (the salt enters the first block's hash).
+    same salt share cached blocks (the salt enters the first block's hash). It is
+    checked with the OpenAI server's rule (``check_cache_salt``). An empty
+    ``system_prompt`` sends no system message: the model's template may then
+    insert its own. ``chat_template`` replaces the tokenizer's template.
     """
 
     def __init__(
@@ -90,11 +175,13 @@ class ChatSession:
         *,
         cache_salt: str | None = None,
         sampling: "SamplingParams | None" = None,
+        chat_template: str | None = None,
     ) -> None:
         self.llm = llm
         self.system_prompt = system_prompt
-        self.cache_salt = cache_salt
+        self.cache_salt = check_cache_salt(cache_salt)
         self.sampling = sampling
+        self.chat_template = chat_template
         self.tokenizer = llm.get_tokenizer()
         self.history: list[Message] = []
         self.stats: list[RequestStats] = []
@@ -112,7 +199,7 @@ class ChatSession:
 
     def build_prompt(self, user_message: str) -> list[int]:
         """Token ids of the next turn's prompt, ending with the assistant header."""
-        return render_chat(self.tokenizer, self.messages(user_message))
+        return render_chat(self.tokenizer, self.messages(user_message), chat_template=self.chat_template)
 
     def chat(self, user_message: str, *, reply: str | None = None) -> str:
         """Send one turn; return the assistant's reply (generated, or ``reply`` if given)."""

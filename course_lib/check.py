@@ -84,15 +84,19 @@ def run_checks() -> list[Check]:
     device = engine.detect_device()
     checks.append(Check("device", True, device + (" (tested in CI)" if device == "cpu" else "")))
 
-    if device == "cpu" and not os.environ.get("COURSE_MODEL"):
-        from course_lib.model import _read_marker, default_model_dir
+    if not os.environ.get("COURSE_MODEL"):
+        from course_lib.model import MODEL_TITLE, _read_marker, default_model_dir
 
         path = default_model_dir()
         info = _read_marker(path)
-        state = f"built, {info.num_parameters / 1e6:.1f}M parameters" if info else "not built yet (built on first use, ~10 s)"
-        checks.append(Check("model", True, f"embedded tiny Llama at {path} ({state})"))
+        state = (
+            f"built, {info.num_parameters / 1e6:.1f}M parameters"
+            if info
+            else "not built yet: `course build-model` builds it now, or first use does (93 MB download, ~30 s)"
+        )
+        checks.append(Check("model", True, f"{MODEL_TITLE} at {path} ({state})"))
     else:
-        checks.append(Check("model", True, engine.default_model(device)))
+        checks.append(Check("model", True, f"{os.environ['COURSE_MODEL']} (from COURSE_MODEL)"))
 
     avail = _available_memory_gib()
     if device == "cpu":

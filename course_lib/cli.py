@@ -32,7 +32,9 @@ def _cmd_build_model(args: argparse.Namespace) -> int:
 
 
 def _add_build_model(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("build-model", help="build the embedded tiny model now (otherwise built on first use)")
+    p = sub.add_parser(
+        "build-model", help="download and convert the course model, SmolLM2-135M-Instruct, now (otherwise on first use)"
+    )
     p.set_defaults(func=_cmd_build_model)
 
 
@@ -55,6 +57,8 @@ def _add_quiz(sub: argparse._SubParsersAction) -> None:
     v = qsub.add_parser("validate", help="check quiz files against the schema (default: every quiz in quizzes/)")
     v.add_argument("quizzes", nargs="*", help="quiz ids or paths")
     v.set_defaults(func=run)
+    s = qsub.add_parser("sync-package", help="rewrite the keyless quiz copies shipped in the package from quizzes/")
+    s.set_defaults(func=run)
 
 
 def _add_grade(sub: argparse._SubParsersAction) -> None:
@@ -77,10 +81,17 @@ def _add_export_student(sub: argparse._SubParsersAction) -> None:
 
         return notebook_export.cli_export_student(args)
 
-    p = sub.add_parser("export-student", help="write student notebooks: solutions replaced, outputs cleared")
-    p.add_argument("notebooks", help="folder of instructor notebooks (e.g. notebooks/)")
-    p.add_argument("outdir", help="folder to write the student notebooks to")
-    p.add_argument("--force", action="store_true", help="overwrite notebooks already in OUTDIR")
+    p = sub.add_parser(
+        "export-student", help="write learner notebooks (solutions replaced, exercise outputs cleared) or a student bundle"
+    )
+    p.add_argument("notebooks", nargs="?", default="notebooks", help="folder of instructor notebooks (default notebooks/)")
+    p.add_argument("outdir", nargs="?", default="learner", help="folder for the learner notebooks (default learner/)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--force", action="store_true", help="overwrite notebooks already in OUTDIR")
+    mode.add_argument(
+        "--update", action="store_true", help="add only new notebooks; say which existing ones differ (never overwrites)"
+    )
+    p.add_argument("--bundle", metavar="DIR", help="write a student bundle to DIR: notebooks, keyless quizzes, README")
     p.add_argument(
         "--quizzes",
         metavar="QUIZDIR",
@@ -89,7 +100,22 @@ def _add_export_student(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-_REGISTRARS += [_add_quiz, _add_grade, _add_export_student]
+def _add_nbgrader_source(sub: argparse._SubParsersAction) -> None:
+    def run(args: argparse.Namespace) -> int:
+        from course_lib import nbgrader_source
+
+        return nbgrader_source.cli_nbgrader_source(args)
+
+    p = sub.add_parser("nbgrader-source", help="write an nbgrader assignment (source/NAME/) made from the solution markers")
+    p.add_argument("course_dir", help="the nbgrader course directory (created if missing)")
+    p.add_argument("--notebooks", default="notebooks", help="folder of instructor notebooks (default notebooks/)")
+    p.add_argument("--assignment", default="prefix-caching", help="assignment name (default prefix-caching)")
+    p.add_argument("--points", type=float, default=1, help="points per autograded exercise (default 1)")
+    p.add_argument("--force", action="store_true", help="overwrite notebooks already in source/NAME/")
+    p.set_defaults(func=run)
+
+
+_REGISTRARS += [_add_quiz, _add_grade, _add_export_student, _add_nbgrader_source]
 
 
 def _bench_group(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
@@ -104,7 +130,7 @@ def _bench_group(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
 
 def _add_bench_seed_scenario(sub: argparse._SubParsersAction) -> None:
     def run(args: argparse.Namespace) -> int:
-        from course_lib.scenario import bench_seed_scenario
+        from course_lib.bench import bench_seed_scenario
 
         print(bench_seed_scenario(args.repeats, args.target_tokens))
         return 0
@@ -126,7 +152,7 @@ def _add_workloads(sub: argparse._SubParsersAction) -> None:
 
         return run_cli(args.kind, args.cache_tokens, args.block_sizes, args.seed)
 
-    p = sub.add_parser("workloads", help="simulated hit rates of synthetic chat or RAG traffic (notebooks 03, 04)")
+    p = sub.add_parser("workloads", help="simulated hit rates of synthetic chat or RAG traffic (notebooks 04, 05)")
     p.add_argument("kind", choices=["chat", "rag"])
     p.add_argument("--cache-tokens", type=int, nargs="+", default=[4096, 16384, 65536], help="KV cache sizes in tokens")
     p.add_argument("--block-sizes", type=int, nargs="+", default=[32], help="block sizes in tokens")
@@ -135,6 +161,28 @@ def _add_workloads(sub: argparse._SubParsersAction) -> None:
 
 
 _REGISTRARS += [_add_workloads]
+
+
+def _add_fleet(sub: argparse._SubParsersAction) -> None:
+    def run(args: argparse.Namespace) -> int:
+        from course_lib.fleet import run_cli
+
+        return run_cli(args.trace, args.replicas, args.capacity_tokens, args.policy, args.json, args.concurrency, args.seed)
+
+    from course_lib.fleet import POLICIES
+
+    p = sub.add_parser("fleet", help="replay a Mooncake trace through N simulated replicas and a routing policy (notebook 07)")
+    p.add_argument("--trace", default="conversation", help="conversation, synthetic, or the path of a JSONL trace")
+    p.add_argument("--replicas", type=int, default=4, help="number of replicas (default 4)")
+    p.add_argument("--capacity-tokens", type=int, default=3_000_000, help="prefix-cache capacity per replica in tokens")
+    p.add_argument("--policy", choices=POLICIES, default="cache_aware")
+    p.add_argument("--concurrency", type=int, default=1, help="requests in flight the load-aware policies see")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random policy")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.set_defaults(func=run)
+
+
+_REGISTRARS += [_add_fleet]
 
 
 def build_parser() -> argparse.ArgumentParser:

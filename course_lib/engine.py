@@ -1,22 +1,34 @@
 """Engine helpers: one way to start vLLM on a CPU or a GPU, and honest per-request numbers.
 
 Taught in ``notebooks/00_setup.ipynb`` (``make_llm``, ``measure``) and
-``notebooks/02_live_engine.ipynb`` (``warm_cache``, the knobs).
+``notebooks/03_live_engine.ipynb`` (``warm_cache``, the knobs).
 
 The CPU and CUDA paths are the same code with other defaults (``engine_defaults``):
 
-=================  ===========================  ==================================
-setting            CPU (tested in CI)           CUDA
-=================  ===========================  ==================================
-model              the embedded tiny Llama      ``$COURSE_MODEL`` or DEFAULT_CUDA_MODEL
-block_size         32 (CPU attention needs      16 (vLLM's default on GPUs)
-                   a multiple of 32)
-KV cache budget    1 GiB (``kv_cache_memory_    ``gpu_memory_utilization`` 0.5
-                   bytes``; VLLM_CPU_KVCACHE_
-                   SPACE wins if set)
-compilation        ``enforce_eager`` (starts    vLLM's default (CUDA graphs)
-                   in ~3 s instead of ~50 s)
-=================  ===========================  ==================================
+=================  ===============================  ==================================
+setting            CPU (tested in CI)               CUDA
+=================  ===============================  ==================================
+model              SmolLM2-135M-Instruct, built     the same (``course_lib.model``)
+                   offline (``course_lib.model``)
+block_size         32 (CPU attention needs a        32 as well, so every pinned token
+                   multiple of 32)                  count and cached-token table holds
+KV cache budget    1 GiB, engine argument           ``gpu_memory_utilization`` 0.5
+                   ``kv_cache_memory_bytes``
+compilation        ``enforce_eager`` (starts in     vLLM's default (CUDA graphs)
+                   seconds instead of ~50 s)
+=================  ===============================  ==================================
+
+``$COURSE_MODEL`` overrides the model on either device: a model directory, or on
+a GPU machine with hub access a hub name such as ``Qwen/Qwen2.5-0.5B-Instruct``
+(``BIGGER_CUDA_MODEL``), a larger option that is not the default (its token ids
+and counts differ from the pinned notebook outputs).
+
+The KV cache budget: ``kv_cache_memory_bytes`` is the engine argument the course
+passes (``--kv-cache-memory-bytes`` on the server); ``VLLM_CPU_KVCACHE_SPACE``
+(GiB, an integer) is the CPU build's environment-variable alternative. When that
+variable is set, vLLM's CPU platform overwrites ``kv_cache_memory_bytes`` with it
+(``vllm/platforms/cpu.py``, ``check_and_update_config``), so the course then
+leaves the argument out and the variable decides.
 
 Both run the engine core in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), so the
 engine works in a Jupyter kernel and under pytest without a ``__main__`` guard.
@@ -26,6 +38,7 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import logging
 import math
 import os
 import time
@@ -39,8 +52,11 @@ if TYPE_CHECKING:  # vLLM is imported lazily: the environment must be set first.
     from vllm import LLM, SamplingParams
 
 CPU_BLOCK_SIZE = 32
-CUDA_BLOCK_SIZE = 16
-DEFAULT_CUDA_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+#: The same block size on a GPU (16 is vLLM's GPU default; 32 is valid there too), so the
+#: notebooks' pinned cached-token counts hold on both devices.
+CUDA_BLOCK_SIZE = 32
+#: A bigger model for a GPU with hub access, documented as an option (``COURSE_MODEL``), not the default.
+BIGGER_CUDA_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 DEFAULT_CPU_KV_CACHE_GIB = 1
 DEFAULT_MAX_MODEL_LEN = 4096
 
@@ -56,6 +72,7 @@ def detect_device() -> str:
 
     ``$COURSE_DEVICE`` (``cpu`` or ``cuda``) overrides the detection.
     """
+    prepare_environment()  # before torch is imported: its C++ log level is read at load
     forced = os.environ.get("COURSE_DEVICE", "").strip().lower()
     if forced:
         if forced not in ("cpu", "cuda"):
@@ -87,17 +104,28 @@ def prepare_environment() -> None:
     # Errors only: notebooks show the course's output, not vLLM's start-up log
     # (set VLLM_LOGGING_LEVEL=INFO to see it all).
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    # vLLM configures its loggers only when an engine starts, so warnings logged while its
+    # modules import (e.g. "Triton is installed, but doesn't include CPU backend") would
+    # reach Python's last-resort stderr handler; give the "vllm" logger the level until then.
+    vllm_logger = logging.getLogger("vllm")
+    if not vllm_logger.handlers and vllm_logger.level == logging.NOTSET:
+        vllm_logger.setLevel(os.environ["VLLM_LOGGING_LEVEL"].upper())
+    # torch's C++ warnings (the CPU worker's "NUMA binding: Using MEMBIND policy ...") are
+    # informational here; read when torch loads, so this must run before `import torch`.
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     # A deprecation inside vLLM's Triton shim, not something a learner can act on.
     warnings.filterwarnings("ignore", message=".*torch.distributed.reduce_op.*", category=FutureWarning)
 
 
 def default_model(device: str | None = None) -> str:
-    """The model ``make_llm`` loads when none is given: a path or a hub name."""
-    device = device or detect_device()
+    """The model ``make_llm`` loads when none is given: ``$COURSE_MODEL``, else the course model's directory.
+
+    The course model (SmolLM2-135M-Instruct, ``course_lib.model``) is the default on
+    every device and is built on first use. ``device`` is accepted for symmetry with
+    ``engine_defaults``; the choice does not depend on it.
+    """
     if os.environ.get("COURSE_MODEL"):
         return os.environ["COURSE_MODEL"]
-    if device == "cuda":
-        return DEFAULT_CUDA_MODEL
     from course_lib.model import ensure_model
 
     return str(ensure_model().path)
@@ -117,8 +145,9 @@ def engine_defaults(device: str) -> dict[str, Any]:
         "block_size": CPU_BLOCK_SIZE,
         "enforce_eager": True,
         "dtype": "bfloat16",
-        "use_tqdm_on_load": False,  # the course model loads in milliseconds: no progress bar
+        "use_tqdm_on_load": False,  # the course model loads in a second: no progress bar
     }
+    # VLLM_CPU_KVCACHE_SPACE, when set, overrides kv_cache_memory_bytes (vllm/platforms/cpu.py).
     if not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
         defaults["kv_cache_memory_bytes"] = DEFAULT_CPU_KV_CACHE_GIB << 30
     return defaults
@@ -130,7 +159,7 @@ def _check_block_size(device: str, block_size: int) -> None:
     if device == "cpu" and block_size % CPU_BLOCK_SIZE:
         raise CourseError(
             f"block_size={block_size} does not run on vLLM's CPU backend: its attention kernel "
-            f"needs a multiple of {CPU_BLOCK_SIZE} (32, 64, 96, 128, ...). 16 is the GPU default."
+            f"needs a multiple of {CPU_BLOCK_SIZE} (32, 64, 96, 128, ...). 16 runs on GPUs only."
         )
 
 
@@ -142,7 +171,7 @@ def _check_model(model: str) -> None:
     elif model.startswith((".", "/", "~")):
         raise CourseError(
             f"model directory {model!r} does not exist. Leave model=None to use the course's "
-            "embedded model, or set COURSE_MODEL to a model directory (or a hub name on a GPU machine)."
+            "model (SmolLM2-135M-Instruct), or set COURSE_MODEL to a model directory (or a hub name on a GPU machine)."
         )
 
 
@@ -266,7 +295,7 @@ def _as_prompt(prompt: Prompt, cache_salt: str | None = None) -> Any:
 
 
 def block_size(llm: "LLM") -> int:
-    """The running engine's KV cache block size (never assume 32: a GPU uses 16)."""
+    """The running engine's KV cache block size (32 by course default; read it, ``block_size=`` may change it)."""
     return int(llm.llm_engine.vllm_config.cache_config.block_size)
 
 
@@ -337,7 +366,7 @@ def warm_cache(llm: "LLM", templates: dict[str, str] | Iterable[str]) -> list[Re
     The seed's version appended ``"\\nTest"``; that is not needed: the template's
     own full blocks are what later requests share. Its last, partial block is
     never cached (only full blocks get a hash), so a template should be followed by
-    the varying part of the prompt, never preceded by it. Taught in notebook 02.
+    the varying part of the prompt, never preceded by it. Taught in notebook 03.
     """
     items = templates.values() if isinstance(templates, dict) else templates
     return measure(llm, list(items))

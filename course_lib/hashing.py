@@ -1,6 +1,6 @@
 """vLLM's prefix-cache block hashing, re-implemented without importing vLLM.
 
-Taught in ``notebooks/01_block_hashing.ipynb``.
+Taught in ``notebooks/02_block_hashing.ipynb``.
 
 Why re-implement it: a learner can call these functions on any token list and
 see the exact ``block_hash`` values vLLM 0.32.0 computes, without starting an
@@ -19,8 +19,9 @@ What vLLM does (``vllm/v1/core/kv_cache_utils.py``: ``hash_block_tokens``,
   (``sha256_cbor``, ``xxhash_cbor``) and digests it with SHA-256 or xxh3-128;
 - ``extra_keys`` is ``None`` or a tuple of tagged tuples, in this order:
   ``("lora", name, path)`` on every block of a LoRA request, then
-  ``("cache_salt", salt)`` on block 0 only (multi-modal and prompt-embeds keys
-  are not covered here: the course uses text prompts);
+  ``("mm", identifier, offset_in_block)`` for each multi-modal item (image, audio)
+  whose placeholder tokens overlap the block, then ``("cache_salt", salt)`` on
+  block 0 only (prompt-embeds keys are not covered here: the course sends token ids);
 - ``NONE_HASH = H(seed)`` where ``seed`` is ``$PYTHONHASHSEED`` if set, else the fixed
   string ``"vllm-none-hash"`` for the SHA-256 algorithms, else (xxhash) 32 random
   bytes in hex, drawn once per engine process.
@@ -126,23 +127,44 @@ def _check_lora(lora_name: str | None, lora_path: str | None) -> None:
         )
 
 
+#: A multi-modal item as the block hash sees it: (identifier, offset, length) of its
+#: placeholder tokens in the prompt. vLLM's identifier is the item's content hash
+#: (``MultiModalFeatureSpec.identifier``), so the same image gives the same key.
+MMItem = tuple[str, int, int]
+
+
+def _mm_keys(start: int, end: int, mm_items: Sequence[MMItem]) -> list[tuple[Any, ...]]:
+    # Mirrors _gen_mm_extra_hash_keys: every item whose placeholder range overlaps
+    # [start, end), with its offset relative to the block start (negative if it began earlier).
+    return [("mm", ident, off - start) for ident, off, length in sorted(mm_items, key=lambda m: m[1])
+            if end > off and start < off + length]
+
+
 def block_extra_keys(
     start_token_idx: int,
     *,
     cache_salt: str | None = None,
     lora_name: str | None = None,
     lora_path: str | None = None,
+    mm_items: Sequence[MMItem] = (),
+    block_size: int | None = None,
 ) -> tuple[Any, ...] | None:
     """The ``extra_keys`` vLLM mixes into the hash of the block starting at ``start_token_idx``.
 
-    Mirrors ``generate_block_hash_extra_keys`` for text requests: LoRA key first
-    (every block), then the cache salt (block 0 only; an empty salt is no salt).
-    ``None`` when there is nothing extra, exactly as vLLM returns it.
+    Mirrors ``generate_block_hash_extra_keys`` (``vllm/v1/core/kv_cache_utils.py``):
+    the LoRA key (every block), then one ``("mm", identifier, offset)`` key per
+    multi-modal item overlapping the block (``mm_items`` needs ``block_size``),
+    then the cache salt (block 0 only; an empty salt is no salt). ``None`` when
+    there is nothing extra, exactly as vLLM returns it. Taught in notebook 02.
     """
     _check_lora(lora_name, lora_path)
     keys: list[tuple[Any, ...]] = []
     if lora_name:
         keys.append(("lora", lora_name, lora_path or ""))
+    if mm_items:
+        if not block_size:
+            raise ValueError("mm_items need block_size: a multi-modal key depends on the block's token range")
+        keys += _mm_keys(start_token_idx, start_token_idx + block_size, mm_items)
     if start_token_idx == 0 and cache_salt:
         keys.append(("cache_salt", cache_salt))
     return tuple(keys) if keys else None
@@ -180,6 +202,7 @@ def block_hashes(
     cache_salt: str | None = None,
     lora_name: str | None = None,
     lora_path: str | None = None,
+    mm_items: Sequence[MMItem] = (),
     none_hash: bytes | None = None,
 ) -> list[bytes]:
     """One ``block_hash`` per FULL block of ``token_ids``, chained from the parent.
@@ -187,8 +210,9 @@ def block_hashes(
     Byte for byte what vLLM 0.32.0 stores in ``Request.block_hashes`` for the same
     tokens, salt and LoRA adapter (``get_request_block_hasher``). The partial last
     block gets no hash, so ``len(result) == len(token_ids) // block_size``.
-    ``none_hash`` overrides the seeded ``NONE_HASH`` (needed only to reproduce an
-    xxhash engine's random seed).
+    ``mm_items`` are the multi-modal items, as ``(identifier, offset, length)`` of
+    their placeholder tokens. ``none_hash`` overrides the seeded ``NONE_HASH``
+    (needed only to reproduce an xxhash engine's random seed).
     """
     if not isinstance(block_size, int) or block_size <= 0:
         raise ValueError(f"block_size must be a positive integer, not {block_size!r}")
@@ -202,7 +226,13 @@ def block_hashes(
     out: list[bytes] = []
     append = out.append
     for start in range(0, len(ids) - block_size + 1, block_size):
-        keys = first_keys if start == 0 else rest_keys
+        if mm_items:
+            keys = block_extra_keys(
+                start, cache_salt=cache_salt, lora_name=lora_name, lora_path=lora_path,
+                mm_items=mm_items, block_size=block_size,
+            )
+        else:
+            keys = first_keys if start == 0 else rest_keys
         parent = digest(serialize((parent, tuple(ids[start : start + block_size]), keys)))
         append(parent)
     return out

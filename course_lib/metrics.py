@@ -1,6 +1,6 @@
 """Reading vLLM's ``/metrics``: Prometheus text -> a snapshot you can query -> hit rates.
 
-Taught in ``notebooks/05_metrics.ipynb``. The seed lesson reads ``vllm_cache_hit_rate``,
+Taught in ``notebooks/06_metrics.ipynb``. The seed lesson reads ``vllm_cache_hit_rate``,
 ``vllm_prefix_cache_hit_rate`` and ``vllm_num_preemption_events``; vLLM never had these.
 vLLM V1 (``vllm/v1/metrics/loggers.py``, ``PrometheusStatLogger``) exports two token
 counters instead, ``vllm:prefix_cache_queries`` and ``vllm:prefix_cache_hits``, which the

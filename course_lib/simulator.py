@@ -1,6 +1,6 @@
 """An exact, engine-free model of vLLM's prefix cache for requests run one at a time.
 
-Taught in ``notebooks/01_block_hashing.ipynb``; used by notebooks 02-04 to predict
+Taught in ``notebooks/02_block_hashing.ipynb``; used by notebooks 03-05 to predict
 ``num_cached_tokens`` before (or instead of) running the engine.
 
 Why: the engine answers "how many tokens were cached?" only after the fact, and

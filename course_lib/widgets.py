@@ -1,6 +1,6 @@
 """Interactive explorers for the notebooks (ipywidgets).
 
-Taught in ``notebooks/01_block_hashing.ipynb`` (``BlockExplorer``).
+Taught in ``notebooks/02_block_hashing.ipynb`` (``BlockExplorer``).
 
 Why: the block rules (full blocks only, chained hashes, the salt on block 0,
 the ``num_tokens - 1`` cap) are easiest to believe when you type two prompts
@@ -12,32 +12,43 @@ the salt. Everything shown is computed by ``course_lib.hashing`` and
 from __future__ import annotations
 
 import html
-from functools import lru_cache
 from typing import Any, Sequence
 
 import ipywidgets as widgets
 
 from course_lib.hashing import HASH_ALGOS, short_hash
+from course_lib.model import course_tokenizer  # re-exported: notebook 02 imports it from here
 from course_lib.simulator import PrefixCacheSimulator, describe_blocks
 
+# The shared system prompt spans more than two blocks of 32 tokens with any usual tokenizer, so the
+# "Hi"/"Hello" pair shares full blocks (it did not with SmolLM2's tokenizer and a one-line system prompt).
+_DEFAULT_SYSTEM = (
+    "System: You are a helpful assistant for a course on prefix caching in vLLM. Answer briefly and politely. "
+    "When a question is about the KV cache, explain it with blocks, block hashes and cache hits, give one small "
+    "example with token counts, and name the vLLM source file the learner should open next.\n"
+)
 DEFAULT_PROMPTS = (
-    "System: You are a helpful assistant for a course on prefix caching in vLLM. "
-    "Answer briefly and politely.\nUser: Hi, can you explain what a KV cache block is?",
-    "System: You are a helpful assistant for a course on prefix caching in vLLM. "
-    "Answer briefly and politely.\nUser: Hello, can you explain what a KV cache block is?",
+    _DEFAULT_SYSTEM + "User: Hi, can you explain what a KV cache block is?",
+    _DEFAULT_SYSTEM + "User: Hello, can you explain what a KV cache block is?",
 )
 
 _STATUS_COLORS = {"hit": "#b7e4b0", "miss": "#ffd0a8", "recomputed (last-token cap)": "#fbe7a1", "partial (no hash)": "#e4e4e4"}
 
 
-@lru_cache(maxsize=1)
-def course_tokenizer() -> Any:
-    """The embedded course model's tokenizer (the one vLLM uses for it in every notebook)."""
-    from transformers import AutoTokenizer
+def not_live_bundle(widget: widgets.Widget, what: str, preview_html: str = "") -> dict[str, Any]:
+    """A widget's display bundle that explains itself where no kernel runs it (issue 15).
 
-    from course_lib.model import ensure_model
-
-    return AutoTokenizer.from_pretrained(str(ensure_model().path))
+    JupyterLab with a live kernel draws the widget (``application/vnd.jupyter.widget-view+json``);
+    a saved notebook opened without its kernel, GitHub, nbviewer and ``nbconvert`` fall back to
+    ``text/html``/``text/plain``, which here say to run the cell instead of showing an object repr.
+    ``preview_html`` (optional) is a static picture of the widget's current state shown under that line.
+    """
+    bundle = dict(widgets.Widget._repr_mimebundle_(widget) or {})
+    note = f"{what}: an interactive widget. Run the cell (with its kernel) to use it."
+    bundle["text/plain"] = note
+    bundle["text/html"] = (f"<p><i>{html.escape(note)}</i>"
+                           + (" Static preview of its first state:</p>" + preview_html if preview_html else "</p>"))  # fmt: skip
+    return bundle
 
 
 class BlockExplorer(widgets.VBox):
@@ -85,6 +96,9 @@ class BlockExplorer(widgets.VBox):
 
     def _on_change(self, _change: dict) -> None:
         self.update()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        return not_live_bundle(self, "Block explorer", self.summary.value)
 
     def update(self) -> None:
         """Recompute everything from the widgets' current values."""

@@ -1,6 +1,6 @@
 """Synthetic chat and RAG traffic at scale, replayed through the prefix-cache simulator.
 
-Taught in ``notebooks/03_chat.ipynb`` (chat traces) and ``notebooks/04_rag.ipynb``
+Taught in ``notebooks/04_chat.ipynb`` (chat traces) and ``notebooks/05_rag.ipynb``
 (RAG traces).
 
 Why synthetic token ids: the question "what hit rate will my service get?" depends
@@ -37,10 +37,12 @@ from course_lib.simulator import PrefixCacheSimulator
 if TYPE_CHECKING:
     from vllm import LLM
 
-#: Token ids are drawn from [LOW_TOKEN_ID, HIGH_TOKEN_ID): inside the embedded model's
-#: vocabulary and clear of its special tokens (ids 0-4), so a trace can be sent to it.
-LOW_TOKEN_ID = 10
-HIGH_TOKEN_ID = 790
+#: Token ids are drawn from [LOW_TOKEN_ID, HIGH_TOKEN_ID): inside the course model's
+#: vocabulary (SmolLM2: 49,152 ids) and clear of its special tokens (ids 0-16), so a trace
+#: can be sent to it. (The span, 780 ids, is the one the traces were first drawn with: the
+#: same seed gives the same lengths and hit rates.)
+LOW_TOKEN_ID = 17
+HIGH_TOKEN_ID = 797
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def llm():
-    """The course's default engine (embedded model, CPU defaults)."""
+    """The course's default engine (SmolLM2-135M-Instruct, CPU defaults)."""
     from course_lib.engine import make_llm
 
     engine = make_llm()

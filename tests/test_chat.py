@@ -5,8 +5,12 @@ from __future__ import annotations
 import pytest
 
 from course_lib.chat import (
+    MAX_CACHE_SALT_LENGTH,
     ChatSession,
     block_size_of,
+    cache_salt_problem,
+    chatml_template,
+    check_cache_salt,
     common_prefix_len,
     expected_cached_tokens,
     measure_reuse,
@@ -28,9 +32,28 @@ TURNS = [
 def test_prompt_is_rendered_by_the_chat_template(fresh_llm):
     s = ChatSession(fresh_llm, SYSTEM)
     ids = s.build_prompt("Hi")
-    text = fresh_llm.get_tokenizer().decode(ids, skip_special_tokens=False)
-    assert text.startswith("<|system|>") and text.endswith("<|assistant|>\n")
-    assert "Hi" in text and SYSTEM in text
+    tok = fresh_llm.get_tokenizer()
+    text = tok.decode(ids, skip_special_tokens=False)
+    # SmolLM2's ChatML template, as vLLM's chat endpoint renders it
+    assert text.startswith("<|im_start|>system\n" + SYSTEM) and text.endswith("<|im_start|>assistant\n")
+    assert ids == tok.encode(tok.apply_chat_template(s.messages("Hi"), add_generation_prompt=True, tokenize=False),
+                             add_special_tokens=False)
+
+
+def test_no_system_message_gets_the_templates_default_system_prompt(fresh_llm):
+    """SmolLM2's template inserts its own system prompt when the messages have none: a shared
+    prefix the application did not write, cached like any other (whole blocks only)."""
+    tok = fresh_llm.get_tokenizer()
+    a, b = ChatSession(fresh_llm, ""), ChatSession(fresh_llm, "")
+    assert a.messages("x") == [{"role": "user", "content": "x"}]
+    text = tok.decode(a.build_prompt("What is a list?"))
+    assert text.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+    a.chat("What is a list?", reply="ok")
+    b.chat("Why is my loop slow?", reply="ok")
+    bs = block_size_of(fresh_llm)
+    common = common_prefix_len(a.prompts[0], b.prompts[0])
+    assert common > 10  # the default system prompt and the user header
+    assert b.stats[0].num_cached_tokens == (common // bs) * bs
 
 
 def test_each_turn_reuses_at_least_the_previous_prompts_full_blocks(fresh_llm):
@@ -119,3 +142,88 @@ def test_errors_are_readable(llm):
         render_chat(NoTemplate(), [{"role": "user", "content": "x"}])
     with pytest.raises(TypeError):
         ChatSession(llm, SYSTEM).chat(["not", "a", "string"])  # type: ignore[arg-type]
+
+
+def _salt_candidates() -> list[object]:
+    import base64
+    import hashlib
+    import random
+
+    rng = random.Random(0)
+    alphabet = "abcXYZ019-_.:+= é\u4e2d@/\\\x00"
+    fixed: list[object] = [None, "", 0, b"bytes", "a", "x" * MAX_CACHE_SALT_LENGTH, "x" * (MAX_CACHE_SALT_LENGTH + 1),
+                           "é" * MAX_CACHE_SALT_LENGTH, "é" * (MAX_CACHE_SALT_LENGTH + 1), "a@b", "a/b", "a\\b", "a\x00b",
+                           hashlib.sha256(b"t").hexdigest(), base64.b64encode(bytes(range(0, 256, 3))).decode()]
+    safe = alphabet[:-4]  # without the four characters vLLM forbids
+    fuzz = ["".join(rng.choice(safe if k % 2 else alphabet) for _ in range(rng.randint(1, 140))) for k in range(300)]
+    return fixed + fuzz
+
+
+def test_cache_salt_rule_is_vllms_own():
+    """cache_salt_problem accepts exactly the salts vLLM's server validator accepts."""
+    from vllm.entrypoints.generate.base.protocol import validate_cache_salt
+    from vllm.exceptions import VLLMValidationError
+
+    accepted = rejected = 0
+    for salt in _salt_candidates():
+        try:
+            validate_cache_salt(salt)
+            vllm_ok = True
+        except VLLMValidationError:
+            vllm_ok = False
+        assert (cache_salt_problem(salt) is None) == vllm_ok, repr(salt)
+        accepted += vllm_ok
+        rejected += not vllm_ok
+    assert accepted > 20 and rejected > 20  # both sides of the rule exercised
+    with pytest.raises(CourseError, match="validate_cache_salt"):
+        check_cache_salt("tenant/a")
+    with pytest.raises(CourseError):
+        ChatSession(object(), SYSTEM, cache_salt="a@b")  # type: ignore[arg-type]
+
+
+def test_exercise_04_3_applies_the_servers_salt_rule(llm):
+    import base64
+    import hashlib
+    import hmac
+
+    from course_lib.exercises import nb04
+
+    secret = b"test secret"
+
+    def b64(t):  # standard base64 of a 256-bit HMAC: '/' appears for some tenants
+        return base64.b64encode(hmac.new(secret, t.encode(), hashlib.sha256).digest()).decode()
+
+    def hexd(t):
+        return hmac.new(secret, t.encode(), hashlib.sha256).hexdigest()
+
+    bad = nb04.check_tenant_salt(llm, b64)
+    assert not bad.ok and "reject" in bad.message
+    assert nb04.check_tenant_salt(llm, lambda t: hexd(t) * 3).ok is False  # 192 characters: too long
+    good = nb04.check_tenant_salt(llm, hexd)
+    assert good.ok, good.message
+
+
+def test_a_template_that_strips_earlier_reasoning_loses_the_reply(fresh_llm):
+    """Pitfall 3e of notebook 04: with the rewrite, turn 2 reuses turn 1's prompt only; without it,
+    turn 1's prompt and the reply (what the server cached while generating it)."""
+    tok = fresh_llm.get_tokenizer()
+    bs = block_size_of(fresh_llm)
+    reply = "<think>\n" + " ".join(f"step {i}: check the case." for i in range(30)) + "\n</think>\n\nUse a dict."
+    convo = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "How do I count words?"},
+             {"role": "assistant", "content": reply}, {"role": "user", "content": "And sort them?"}]
+    measured = {}
+    for strip in (False, True):
+        tpl = chatml_template(strip_reasoning=strip)
+        turn1 = render_chat(tok, convo[:2], chat_template=tpl)
+        held = render_chat(tok, convo[:3], add_generation_prompt=False, chat_template=tpl)
+        turn2 = render_chat(tok, convo, chat_template=tpl)
+        assert held[: len(turn1)] == turn1
+        text2 = tok.decode(turn2)
+        assert ("step 3" in text2) is (not strip) and "Use a dict." in text2
+        r = measure_reuse(fresh_llm, held, turn2)
+        assert r.num_cached_tokens == r.expected_cached
+        measured[strip] = (r.num_cached_tokens, len(turn1), len(held))
+    (keep, t1, held_len), (stripped, t1s, _) = measured[False], measured[True]
+    assert t1 == t1s
+    assert keep == (held_len // bs) * bs  # the whole held conversation's full blocks
+    assert stripped == (t1 // bs) * bs < keep - 4 * bs  # only turn 1's prompt

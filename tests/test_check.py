@@ -39,4 +39,17 @@ def test_a_failing_requirement_gives_a_fail_line_and_nonzero_exit():
 def test_checks_report_the_device_and_model():
     checks = {c.name: c for c in run_checks()}
     assert checks["device"].detail.startswith("cpu")
-    assert "tiny Llama" in checks["model"].detail
+    assert checks["model"].detail.startswith("SmolLM2-135M-Instruct at ")
+
+
+def test_model_line_says_how_to_build_a_missing_model(monkeypatch, tmp_path):
+    monkeypatch.delenv("COURSE_MODEL", raising=False)
+    monkeypatch.setenv("COURSE_MODEL_DIR", str(tmp_path / "not-built"))
+    line = {c.name: c for c in run_checks()}["model"]
+    assert line.ok and "not built yet" in line.detail and "course build-model" in line.detail
+    assert not (tmp_path / "not-built").exists()  # the check never builds it
+
+
+def test_model_line_names_a_course_model_override(monkeypatch):
+    monkeypatch.setenv("COURSE_MODEL", "Qwen/Qwen2.5-0.5B-Instruct")
+    assert {c.name: c for c in run_checks()}["model"].detail == "Qwen/Qwen2.5-0.5B-Instruct (from COURSE_MODEL)"

@@ -20,29 +20,29 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def submissions(tmp_path: Path) -> tuple[list[Path], list[Path]]:
-    quiz = Q.load_quiz("05_metrics")
+    quiz = Q.load_quiz("06_metrics")
     good = [
-        write_submission(tmp_path / "zoe.json", "05_metrics", "zoe", perfect_answers(quiz)),
-        write_submission(tmp_path / "al.json", "05_metrics", "al", wrong_answers(quiz)),
-        write_submission(tmp_path / "mo.json", "05_metrics", "mo", {quiz.questions[0].id: perfect_answers(quiz)[quiz.questions[0].id]}),
+        write_submission(tmp_path / "zoe.json", "06_metrics", "zoe", perfect_answers(quiz)),
+        write_submission(tmp_path / "al.json", "06_metrics", "al", wrong_answers(quiz)),
+        write_submission(tmp_path / "mo.json", "06_metrics", "mo", {quiz.questions[0].id: perfect_answers(quiz)[quiz.questions[0].id]}),
     ]
     bad = [tmp_path / "garbage.json", tmp_path / "other.json", tmp_path / "extra.json"]
     bad[0].write_text("not json at all")
     write_submission(bad[1], "module2", "kim", {})
-    write_submission(bad[2], "05_metrics", "lu", {"bonus": 1})
+    write_submission(bad[2], "06_metrics", "lu", {"bonus": 1})
     return good, bad
 
 
 def test_grade_writes_the_gradebook_and_reports_each_bad_file(tmp_path, capsys):
     good, bad = submissions(tmp_path)
     out = tmp_path / "grades.csv"
-    status = main(["grade", "--quiz", "05_metrics", "--out", str(out), *map(str, good + bad)])
+    status = main(["grade", "--quiz", "06_metrics", "--out", str(out), *map(str, good + bad)])
     assert status == 1
     err = capsys.readouterr().err.splitlines()
     assert len(err) == len(bad)
     for path in bad:
         assert sum(str(path) in line for line in err) == 1
-    quiz = Q.load_quiz("05_metrics")
+    quiz = Q.load_quiz("06_metrics")
     rows = list(csv.DictReader(out.open()))
     assert [r["student"] for r in rows] == ["al", "mo", "zoe"]
     assert list(rows[0]) == ["student", *(q.id for q in quiz.questions), "total", "max"]
@@ -56,22 +56,22 @@ def test_grade_writes_the_gradebook_and_reports_each_bad_file(tmp_path, capsys):
 def test_grade_is_deterministic_and_never_overwrites_without_force(tmp_path, capsys):
     good, _ = submissions(tmp_path)
     out = tmp_path / "grades.csv"
-    assert main(["grade", "--quiz", "05_metrics", "--out", str(out), *map(str, good)]) == 0
+    assert main(["grade", "--quiz", "06_metrics", "--out", str(out), *map(str, good)]) == 0
     first = out.read_bytes()
 
     out.write_text("the instructor's edited gradebook\n")
-    assert main(["grade", "--quiz", "05_metrics", "--out", str(out), *map(str, reversed(good))]) == 2
+    assert main(["grade", "--quiz", "06_metrics", "--out", str(out), *map(str, reversed(good))]) == 2
     assert "--force" in capsys.readouterr().err
     assert out.read_text() == "the instructor's edited gradebook\n"
 
-    assert main(["grade", "--quiz", "05_metrics", "--out", str(out), "--force", *map(str, reversed(good))]) == 0
+    assert main(["grade", "--quiz", "06_metrics", "--out", str(out), "--force", *map(str, reversed(good))]) == 0
     assert out.read_bytes() == first
 
 
 def test_grade_refuses_a_student_copy_as_the_key(tmp_path, capsys):
     good, _ = submissions(tmp_path)
     copy_ = tmp_path / "copy.yaml"
-    assert main(["quiz", "export-student", "05_metrics", "--out", str(copy_)]) == 0
+    assert main(["quiz", "export-student", "06_metrics", "--out", str(copy_)]) == 0
     assert main(["grade", "--quiz", str(copy_), "--out", str(tmp_path / "g.csv"), *map(str, good)]) == 2
     assert "no answer key" in capsys.readouterr().err
     assert not (tmp_path / "g.csv").exists()
@@ -118,7 +118,7 @@ def test_console_script_runs_grade(tmp_path):
     good, bad = submissions(tmp_path)
     script = Path(sys.executable).with_name("course")
     proc = subprocess.run(
-        [str(script), "grade", "--quiz", "05_metrics", "--out", str(tmp_path / "g.csv"), str(good[0]), str(bad[0])],
+        [str(script), "grade", "--quiz", "06_metrics", "--out", str(tmp_path / "g.csv"), str(good[0]), str(bad[0])],
         capture_output=True,
         text=True,
         timeout=120,
@@ -136,6 +136,6 @@ def test_export_student_with_quizzes_gives_exam_mode_copies(tmp_path, capsys, mo
     for path in (out / "quizzes").glob("*.yaml"):
         assert not walk_keys(yaml.safe_load(path.read_text())) & set(Q.KEY_FIELDS)
     monkeypatch.setenv(Q.QUIZ_DIR_ENV, str(out / "quizzes"))
-    assert Q.build("01_block_hashing").mode == "exam"
+    assert Q.build("02_block_hashing").mode == "exam"
     assert main(["export-student", str(REPO / "notebooks"), str(out), "--quizzes", str(REPO / "quizzes")]) == 2
     assert "--force" in capsys.readouterr().err

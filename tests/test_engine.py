@@ -50,16 +50,20 @@ def test_engine_defaults_per_device(monkeypatch):
     cpu, cuda = engine.engine_defaults("cpu"), engine.engine_defaults("cuda")
     assert cpu["block_size"] == 32 and cpu["enforce_eager"] is True
     assert cpu["kv_cache_memory_bytes"] == 1 << 30
-    assert cuda["block_size"] == 16 and "enforce_eager" not in cuda and "kv_cache_memory_bytes" not in cuda
+    # The same block size on a GPU, so pinned token counts and cached-token tables hold on both.
+    assert cuda["block_size"] == 32 and "enforce_eager" not in cuda and "kv_cache_memory_bytes" not in cuda
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "2")  # the user's own budget wins
     assert "kv_cache_memory_bytes" not in engine.engine_defaults("cpu")
 
 
-def test_default_model_on_cuda_reads_course_model(monkeypatch):
+def test_default_model_is_the_course_model_on_both_devices(monkeypatch):
+    from course_lib.model import ensure_model
+
     monkeypatch.delenv("COURSE_MODEL", raising=False)
-    assert engine.default_model("cuda") == engine.DEFAULT_CUDA_MODEL
-    monkeypatch.setenv("COURSE_MODEL", "my-org/my-model")
-    assert engine.default_model("cuda") == "my-org/my-model"
+    path = str(ensure_model(quiet=True).path)
+    assert engine.default_model("cuda") == engine.default_model("cpu") == path
+    monkeypatch.setenv("COURSE_MODEL", engine.BIGGER_CUDA_MODEL)  # the documented bigger GPU option
+    assert engine.default_model("cuda") == engine.default_model("cpu") == "Qwen/Qwen2.5-0.5B-Instruct"
 
 
 # --- clear errors, raised before vLLM starts ----------------------------------------------
@@ -92,6 +96,23 @@ def test_prompt_longer_than_max_model_len(llm):
 
 # --- the real engine ---------------------------------------------------------------------
 
+def test_default_engine_answers_paris(llm):
+    """The course model is a real trained chat model: greedy decoding names the capital."""
+    from vllm import SamplingParams
+
+    out = llm.chat([{"role": "user", "content": "What is the capital of France?"}],
+                   SamplingParams(temperature=0.0, max_tokens=20), use_tqdm=False)  # fmt: skip
+    assert "Paris" in out[0].outputs[0].text
+
+
+def test_default_engine_serves_smollm2(llm):
+    from course_lib.model import WEIGHTS_FILE, ensure_model
+
+    info = ensure_model(quiet=True)
+    assert llm.llm_engine.model_config.model == str(info.path) and (info.path / WEIGHTS_FILE).exists()
+    tok = llm.get_tokenizer()
+    assert len(tok) >= 49152 and tok.chat_template
+
 def test_cpu_engine_uses_course_defaults(llm):
     cache = llm.llm_engine.vllm_config.cache_config
     cfg = llm.llm_engine.model_config.hf_config
@@ -117,8 +138,9 @@ def test_repeated_prompt_hits_all_full_blocks_but_the_last_token(fresh_llm):
 
 def test_token_id_prompts_and_cache_salt(fresh_llm):
     ids = list(range(10, 110))
+    block = engine.block_size(fresh_llm)
     a, b, c = measure(fresh_llm, [ids, ids, ids], cache_salt="tenant-a")
-    assert (a.num_cached_tokens, b.num_cached_tokens) == (0, 96)
+    assert (a.num_cached_tokens, b.num_cached_tokens) == (0, (len(ids) - 1) // block * block)
     other = engine.run_one(fresh_llm, ids, cache_salt="tenant-b")
     assert other.num_cached_tokens == 0  # another salt shares nothing
 
@@ -132,7 +154,8 @@ def test_caching_off_and_tiny_pool(llm):
         engine.close_llm(off)
     tiny = make_llm(num_gpu_blocks_override=6)
     try:
-        assert tiny.llm_engine.model_config.max_model_len == 5 * 32  # fits the pool (one null block)
+        block = engine.block_size(tiny)
+        assert tiny.llm_engine.model_config.max_model_len == (6 - 1) * block  # fits the pool (one null block)
         assert tiny.llm_engine.vllm_config.cache_config.num_gpu_blocks == 6
     finally:
         del tiny

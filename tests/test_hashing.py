@@ -118,6 +118,32 @@ def test_salt_and_lora_change_hashes_the_way_vllm_does(vllm_kv):
     assert all(a != b for a, b in zip(plain, with_lora))
 
 
+def test_multimodal_items_enter_the_hash_the_way_vllm_does(vllm_kv):
+    """An image's placeholder tokens are the same ids for every image: only the extra key tells them apart."""
+    from vllm import SamplingParams
+    from vllm.multimodal.inputs import MultiModalFeatureSpec, PlaceholderRange
+    from vllm.utils.hashing import get_hash_fn_by_name
+    from vllm.v1.request import Request
+
+    fn = get_hash_fn_by_name("sha256")
+    vllm_kv.init_none_hash(fn)
+    tokens = [7] * 10 + [9] * 60 + list(range(30))  # 60 placeholder tokens of an image at offset 10
+
+    def vllm_hashes(items):
+        feats = [MultiModalFeatureSpec(None, "image", ident, PlaceholderRange(off, n)) for ident, off, n in items]
+        req = Request("mm", tokens, SamplingParams(max_tokens=1), None, mm_features=feats,
+                      block_hasher=vllm_kv.get_request_block_hasher(16, fn))
+        return list(req.block_hashes)
+
+    for items in ([("img-a", 10, 60)], [("img-b", 10, 60)], [("img-a", 10, 20), ("img-b", 40, 30)]):
+        assert hashing.block_hashes(tokens, 16, mm_items=items) == vllm_hashes(items), items
+    a, b = (hashing.block_hashes(tokens, 16, mm_items=[(i, 10, 60)]) for i in ("img-a", "img-b"))
+    assert all(x != y for x, y in zip(a, b))  # block 0 already holds image tokens
+    assert hashing.block_extra_keys(16, mm_items=[("img-a", 10, 60)], block_size=16) == (("mm", "img-a", -6),)
+    with pytest.raises(ValueError, match="block_size"):
+        hashing.block_extra_keys(0, mm_items=[("img-a", 0, 4)])
+
+
 def test_hash_block_tokens_chains_like_block_hashes():
     tokens = list(range(64))
     h0, h1 = hashing.block_hashes(tokens, 32)

@@ -16,7 +16,7 @@ from course_lib import quiz as Q
 
 REPO = Path(__file__).resolve().parents[1]
 QUIZ_FILES = sorted((REPO / "quizzes").glob("*.yaml"))
-NOTEBOOK_QUIZZES = ["00_setup", "01_block_hashing", "02_live_engine", "03_chat", "04_rag", "05_metrics"]
+NOTEBOOK_QUIZZES = ["00_setup", "01_kv_cache", "02_block_hashing", "03_live_engine", "04_chat", "05_rag", "06_metrics", "07_fleet"]
 
 
 # ----------------------------------------------------------------- answer keys as submissions
@@ -84,7 +84,7 @@ def test_quiz_file_validates_against_the_shipped_schema(path):
     assert quiz.id == path.stem, "a quiz's id must be its file name, so quiz.show(id) finds it"
     assert quiz.has_key
     n = len(quiz.questions)
-    assert n >= 15 if quiz.id == "module2" else 4 <= n <= 6
+    assert n >= 15 if quiz.id == "module2" else 4 <= n <= 10
 
 
 @pytest.mark.parametrize("path", QUIZ_FILES, ids=lambda p: p.stem)
@@ -112,8 +112,10 @@ def test_each_notebook_ends_with_its_own_quiz():
     assert notebooks, "the course's notebooks are missing"
     for path in notebooks:
         nb = nbformat.read(path, as_version=4)
-        last = [c for c in nb.cells if c.cell_type == "code"][-1].source
-        assert f'quiz.show("{path.stem}")' in last, f"{path.name}: the last code cell must show its quiz"
+        # The quiz comes at the end: in one of the last code cells (a "What you measured" cell that prints
+        # its numbers from code may follow it).
+        last = [c.source for c in nb.cells if c.cell_type == "code"][-3:]
+        assert any(f'quiz.show("{path.stem}")' in s for s in last), f"{path.name}: the notebook must end with its quiz"
         assert Q.resolve(path.stem) == REPO / "quizzes" / f"{path.stem}.yaml"
 
 
@@ -233,7 +235,7 @@ def test_grading_perfect_wrong_partial_and_rejected_submissions(tmp_path):
     ]
     bad = {
         "broken.json": '{"quiz": "module2", "student": ',
-        "foreign.json": json.dumps({"quiz": "01_block_hashing", "student": "eve", "answers": {}}),
+        "foreign.json": json.dumps({"quiz": "02_block_hashing", "student": "eve", "answers": {}}),
         "unknown.json": json.dumps({"quiz": "module2", "student": "mal", "answers": {"q999": 1}}),
         "badtype.json": json.dumps({"quiz": "module2", "student": "tom", "answers": {quiz.questions[0].id: "zero"}}),
         "nokeys.json": json.dumps(["module2", "x"]),
@@ -253,20 +255,22 @@ def test_grading_perfect_wrong_partial_and_rejected_submissions(tmp_path):
     for name in bad:
         assert sum(str(tmp_path / name) in line for line in book.problems) == 1, name
     joined = "\n".join(book.problems)
-    assert "for quiz '01_block_hashing'" in joined and "q999" in joined and "not valid JSON" in joined
+    assert "for quiz '02_block_hashing'" in joined and "q999" in joined and "not valid JSON" in joined
 
     rows = list(__import__("csv").reader(book.to_csv().splitlines()))
     assert rows[0] == ["student", *(q.id for q in quiz.questions), "total", "max"]
     assert rows[1][0] == "ada" and float(rows[1][-2]) == float(rows[1][-1]) == quiz.max_points
 
 
-def test_a_student_graded_twice_is_reported(tmp_path):
-    quiz = Q.load_quiz("03_chat")
-    a = write_submission(tmp_path / "a.json", "03_chat", "ada", perfect_answers(quiz))
-    b = write_submission(tmp_path / "b.json", "03_chat", "ada", wrong_answers(quiz))
-    book = Q.grade("03_chat", [b, a])
-    assert [r.total for r in book.rows] == [pytest.approx(quiz.max_points)]  # a.json sorts first
-    assert len(book.problems) == 1 and str(b) in book.problems[0]
+def test_a_student_graded_twice_is_a_conflict_not_two_rows(tmp_path):
+    quiz = Q.load_quiz("04_chat")
+    a = write_submission(tmp_path / "a.json", "04_chat", "ada", perfect_answers(quiz))
+    b = write_submission(tmp_path / "b.json", "04_chat", "Ada", wrong_answers(quiz))
+    c = write_submission(tmp_path / "c.json", "04_chat", "zoe", wrong_answers(quiz))
+    book = Q.grade("04_chat", [b, a, c])
+    assert [r.student for r in book.rows] == ["zoe"]  # neither file is picked over the other
+    assert len(book.problems) == 1 and "conflict" in book.problems[0]
+    assert str(a) in book.problems[0] and str(b) in book.problems[0]
 
 
 # ----------------------------------------------------------------- student copies
@@ -301,15 +305,7 @@ def test_student_copy_has_no_key_and_is_still_renderable(path, tmp_path):
 
 def fill(view: Q.QuizView, answers: dict[str, Any]) -> None:
     """Answer through the widgets, as a learner clicking and typing would."""
-    for qid, answer in answers.items():
-        item = view.inputs[qid]
-        if item.question.type == "single":
-            item.control.value = answer
-        elif item.question.type == "multiple":
-            for i, box in enumerate(item.control):
-                box.value = i in answer
-        else:
-            item.control.value = str(answer)
+    view.fill(answers)
 
 
 def test_widget_records_answers_judges_them_and_saves_a_gradable_submission(tmp_path):
@@ -338,7 +334,7 @@ def test_widget_records_answers_judges_them_and_saves_a_gradable_submission(tmp_
     view.save_button.click()
     assert "Saved" in view.save_status.value
     saved = json.loads(target.read_text())
-    assert saved == {"quiz": "module2", "student": "ada", "answers": recorded}
+    assert saved == {"quiz": "module2", "quiz_version": quiz.version, "student": "ada", "answers": recorded}
     book = Q.grade("module2", [target])
     assert not book.problems and book.rows[0].total == pytest.approx(quiz.max_points)
 
@@ -377,12 +373,12 @@ def test_saving_needs_a_name(tmp_path):
 
 
 def test_exam_mode_records_without_judging(tmp_path, monkeypatch):
-    Q.export_student("04_rag", tmp_path / "04_rag.yaml")
+    Q.export_student("05_rag", tmp_path / "05_rag.yaml")
     monkeypatch.setenv(Q.QUIZ_DIR_ENV, str(tmp_path))
-    view = Q.build("04_rag", student="bo")  # the id now resolves to the student copy
+    view = Q.build("05_rag", student="bo")  # the id now resolves to the student copy
     assert view.mode == "exam"
     assert all(item.feedback.value == "" for item in view.inputs.values())
-    keyed = Q.load_quiz(Path(__file__).resolve().parents[1] / "quizzes" / "04_rag.yaml")
+    keyed = Q.load_quiz(Path(__file__).resolve().parents[1] / "quizzes" / "05_rag.yaml")
     fill(view, perfect_answers(keyed))
     with pytest.raises(Q.QuizError):
         view.check(keyed.questions[0].id)
@@ -392,9 +388,9 @@ def test_exam_mode_records_without_judging(tmp_path, monkeypatch):
 
 
 def test_show_builds_headless(capsys):
-    Q.show("02_live_engine")
+    Q.show("03_live_engine")
     out = capsys.readouterr().out
-    assert "Notebook 02" in out and "1." in out
+    assert "Notebook 03" in out and "1." in out
 
 
 # ----------------------------------------------------------------- facts checked on the real engine
@@ -423,7 +419,7 @@ def test_numeric_cache_answers_match_the_real_engine(llm):
     assert block == 32
     answer = {
         (quiz_id, q.id): q.answer
-        for quiz_id in ("00_setup", "01_block_hashing", "02_live_engine", "03_chat", "04_rag", "module2")
+        for quiz_id in ("00_setup", "02_block_hashing", "03_live_engine", "04_chat", "05_rag", "module2")
         for q in Q.load_quiz(quiz_id).questions
         if q.type == "numeric"
     }
@@ -432,11 +428,11 @@ def test_numeric_cache_answers_match_the_real_engine(llm):
     # (question, first prompt, second prompt, salts, shared tokens, the engine's answer by the block rule)
     cases = [
         (("00_setup", "repeated_prompt"), p100, p100, (None, None), 100),
-        (("01_block_hashing", "exact_resubmit"), p96, p96, (None, None), 96),
+        (("02_block_hashing", "exact_resubmit"), p96, p96, (None, None), 96),
         (("module2", "aligned_resubmit"), p64, p64, (None, None), 64),
-        (("02_live_engine", "seed_cached"), system + _ids(50, 5), system + _ids(50, 6), (None, None), 1000),
-        (("04_rag", "shared_prefix"), shared + _ids(40, 8), shared + _ids(40, 9), (None, None), 150),
-        (("03_chat", "salted_hit"), p200, p200, ("tenant-a", "tenant-b"), 0),
+        (("03_live_engine", "seed_cached"), system + _ids(50, 5), system + _ids(50, 6), (None, None), 1000),
+        (("05_rag", "shared_prefix"), shared + _ids(40, 8), shared + _ids(40, 9), (None, None), 150),
+        (("04_chat", "salted_hit"), p200, p200, ("tenant-a", "tenant-b"), 0),
         (None, p200, p200, ("tenant-a", "tenant-a"), 200),
     ]
     for key, first, second, salts, n_shared in cases:
@@ -449,9 +445,9 @@ def test_numeric_cache_answers_match_the_real_engine(llm):
     from course_lib.engine import measure, prompt_token_ids
 
     hi, hello = "System: You are helpful. User: Hi", "System: You are helpful. User: Hello"
-    question = Q.load_quiz("01_block_hashing").question("hi_hello")
+    question = Q.load_quiz("02_block_hashing").question("hi_hello")
     counts = [len(prompt_token_ids(llm, p)) for p in (hi, hello)]
-    assert f"{counts[0]} and {counts[1]} tokens" in question.prompt
+    assert max(counts) < block and f"shorter than {block} tokens" in question.prompt
     assert llm.reset_prefix_cache()
     assert [r.num_cached_tokens for r in measure(llm, [hi, hello])] == [0, question.answer]
 
@@ -501,7 +497,7 @@ def test_config_and_metric_answers_match_the_real_engine(llm):
     module2 = Q.load_quiz("module2")
     assert defaults["enable_prefix_caching"] is True
     assert module2.question("default_hash").accept == (defaults["prefix_caching_hash_algo"],)
-    assert Q.load_quiz("01_block_hashing").question("default_algo").accept[0] == defaults["prefix_caching_hash_algo"]
+    assert Q.load_quiz("02_block_hashing").question("default_algo").accept[0] == defaults["prefix_caching_hash_algo"]
 
     from course_lib.engine import measure
 
@@ -525,7 +521,7 @@ def test_config_and_metric_answers_match_the_real_engine(llm):
 
 @pytest.mark.parametrize(
     "quiz_id, qid, order",
-    [("05_metrics", "hit_rate_delta", ("q0", "h0", "q1", "h1")), ("module2", "hit_rate_numbers", ("q0", "q1", "h0", "h1"))],
+    [("06_metrics", "hit_rate_delta", ("q0", "h0", "q1", "h1")), ("module2", "hit_rate_numbers", ("q0", "q1", "h0", "h1"))],
 )
 def test_hit_rate_answers_match_the_course_metrics_code(quiz_id, qid, order):
     """The counter values in the prompt, turned into real Prometheus text and read back by
@@ -548,3 +544,301 @@ def test_hit_rate_answers_match_the_course_metrics_code(quiz_id, qid, order):
 
     result = prefix_cache_hit_rate(snapshot(numbers["q0"], numbers["h0"]), snapshot(numbers["q1"], numbers["h1"]))
     assert Q.judge(question, result.rate).correct
+
+
+# ----------------------------------------------------------------- validation in one run, versions, widget input
+
+
+def test_validate_reports_every_problem_at_once_with_line_numbers(tmp_path):
+    path = tmp_path / "real_name.yaml"
+    path.write_text(
+        "id: other_name\n"  # 1: differs from the file name
+        "title: T\n"
+        "title: T again\n"  # 3: duplicate key (plain YAML keeps the last silently)
+        "questions:\n"
+        "  - id: a\n"
+        "    type: numeric\n"
+        "    prompt: p\n"
+        "    answer: 3\n"
+        "    tolerance: .inf\n"  # 9: infinite tolerance accepts every answer
+        "    feedback: f\n"
+        "  - id: b\n"
+        "    type: numeric\n"
+        "    prompt: p\n"
+        "    answer: .nan\n"  # 14: NaN answer
+        "    feedback: f\n"
+        "  - id: c\n"
+        "    type: single\n"
+        "    prompt: p\n"
+        "    choices:\n"
+        "      - {text: x, correct: true, feedback: f}\n"
+        "      - {text: y, correct: false}\n"  # 21: no feedback (schema); 16: no question feedback
+    )
+    problems = Q.check_quiz_file(path)
+    joined = "\n".join(problems)
+    expected = {
+        1: "differs from the file name",
+        3: "duplicate key 'title'",
+        9: "tolerance must be a finite number",
+        14: "answer must be a finite number",
+        21: "'feedback' is a required property",
+    }
+    for line, text in expected.items():
+        assert any(p.startswith(f"line {line}:") and text in p for p in problems), (line, text, joined)
+    with pytest.raises(Q.QuizError) as err:
+        Q.load_quiz(path)
+    assert all(text in str(err.value) for text in expected.values())
+
+
+def test_validate_cli_prints_file_and_line(tmp_path, capsys):
+    from course_lib.cli import main
+
+    path = tmp_path / "q.yaml"
+    path.write_text("id: q\ntitle: T\nquestions: []\nquestions: []\n")
+    assert main(["quiz", "validate", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert f"{path}:4: duplicate key 'questions'" in out and "[FAIL]" in out
+
+
+def test_version_is_a_content_hash_and_the_student_copy_keeps_it(tmp_path):
+    quiz = Q.load_quiz("module2")
+    assert len(quiz.version) == 12
+    copy_ = Q.load_quiz(Q.export_student(quiz, tmp_path / "module2.yaml"))
+    assert copy_.version == quiz.version and not copy_.has_key
+    # Layout (comments, key order) does not change the version; content does.
+    data = load_raw(REPO / "quizzes" / "module2.yaml")
+    relaid = tmp_path / "relaid" / "module2.yaml"
+    relaid.parent.mkdir()
+    relaid.write_text("# a comment\n" + yaml.safe_dump(data, sort_keys=True))
+    assert Q.load_quiz(relaid).version == quiz.version
+    data["questions"][0]["prompt"] += " (edited)"
+    relaid.write_text(yaml.safe_dump(data))
+    assert Q.load_quiz(relaid).version != quiz.version
+
+
+def test_grading_against_a_changed_quiz_warns(tmp_path):
+    quiz = Q.load_quiz("module2")
+    view = Q.build(quiz, student="ada")
+    fill(view, perfect_answers(quiz))
+    sub = view.save(tmp_path / "ada.json")
+    assert Q.grade(quiz, [sub]).warnings == []
+    data = load_raw(REPO / "quizzes" / "module2.yaml")
+    data["questions"][0]["choices"].reverse()  # the same question, choices in another order: answers now mean other choices
+    changed = tmp_path / "key" / "module2.yaml"
+    changed.parent.mkdir()
+    changed.write_text(yaml.safe_dump(data))
+    book = Q.grade(changed, [sub])
+    assert len(book.rows) == 1 and len(book.warnings) == 1
+    assert quiz.version in book.warnings[0] and Q.load_quiz(changed).version in book.warnings[0]
+
+
+@pytest.mark.parametrize(
+    "typed, value",
+    [("0,75", 0.75), ("0.75", 0.75), ("1024", 1024), ("1 024", 1024), ("1,024.5", 1024.5), ("1.024,5", 1024.5),
+     ("1,024,000", 1024000), ("-2,5", -2.5), (",5", 0.5), ("3e2", 300), ("0,750", 0.75)],
+)  # fmt: skip
+def test_typed_numbers_accept_a_decimal_comma(typed, value):
+    assert Q.parse_number(typed) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("typed, reason", [("1,024", "ambiguous"), ("abc", "not a number"), ("1e999", "out of range"),
+                                           ("1,2,3", "not a number"), ("1.2.3", "not a number")])  # fmt: skip
+def test_unreadable_or_ambiguous_numbers_are_refused_with_a_reason(typed, reason):
+    with pytest.raises(ValueError, match=reason):
+        Q.parse_number(typed)
+
+
+def test_widget_reads_a_decimal_comma_and_explains_an_ambiguous_number():
+    quiz = Q.load_quiz("module2")
+    q = next(q for q in quiz.questions if q.type == "numeric" and not float(q.answer).is_integer())
+    view = Q.build(quiz)
+    view.inputs[q.id].control.value = f"{q.answer}".replace(".", ",")
+    assert view.answers()[q.id] == pytest.approx(q.answer)
+    assert view.check(q.id).correct
+    view.inputs[q.id].control.value = "1,024"
+    assert q.id not in view.answers()
+    view.check(q.id)
+    assert "ambiguous" in view.inputs[q.id].feedback.value
+
+
+def test_the_packaged_quizzes_are_the_keyless_copies_of_quizzes_dir():
+    """course_lib/data/quizzes/ is what the wheel ships: exactly the student copies of quizzes/, no key."""
+    keyed = {p.stem: Q.load_quiz(p) for p in QUIZ_FILES}
+    packaged = {p.stem: p for p in sorted(Q.PACKAGED_QUIZ_DIR.glob("*.yaml"))}
+    stale = sorted(set(keyed) ^ set(packaged)) + sorted(
+        k for k in set(keyed) & set(packaged) if packaged[k].read_text(encoding="utf-8") != Q.student_copy_text(keyed[k])
+    )
+    assert not stale, f"packaged quiz copies out of date: {stale}; run `.venv/bin/course quiz sync-package`"
+    for path in packaged.values():
+        assert not walk_keys(load_raw(path)) & set(Q.KEY_FIELDS)
+
+
+def test_outside_a_checkout_quizzes_come_from_the_package_in_exam_mode(monkeypatch):
+    import importlib
+
+    schema = importlib.import_module("course_lib.quiz.schema")  # the module (quiz.schema is the JSON Schema function)
+    monkeypatch.delenv(Q.QUIZ_DIR_ENV, raising=False)
+    assert Q.quiz_dir() == REPO / "quizzes"
+    monkeypatch.setattr(schema, "checkout_quiz_dir", lambda: None)  # as in an installed wheel (tests/test_wheel.py)
+    assert Q.quiz_dir() == Q.PACKAGED_QUIZ_DIR
+    view = Q.build("02_block_hashing")
+    assert view.mode == "exam" and not view.quiz.has_key
+
+
+# ----------------------------------------------------------------- quiz quality (issue 14's rules)
+
+#: The quizzes written under the rules below (01 and 07 are checked by their own test files).
+RULED = ["00_setup", "01_kv_cache", "02_block_hashing", "03_live_engine", "04_chat", "05_rag", "06_metrics", "07_fleet", "module2"]
+
+
+def _single_ranks() -> list[tuple[str, int, int, int]]:
+    """(question, length rank of the correct choice among distinct lengths from the top, #choices, #tied)."""
+    out = []
+    for quiz_id in RULED:
+        for q in Q.load_quiz(quiz_id).questions:
+            if q.type == "single":
+                lengths = [len(c.text) for c in q.choices]
+                right = lengths[next(i for i, c in enumerate(q.choices) if c.correct)]
+                out.append((f"{quiz_id}/{q.id}", right, max(lengths), min(lengths), len(lengths)))
+    return out
+
+
+def test_the_longest_or_shortest_choice_is_not_a_tell():
+    """The correct choice is the longest in at most a fair share (sum of 1/choices) of the single-choice
+    questions, and the shortest no more often: a test-wise learner gains nothing from lengths."""
+    rows = _single_ranks()
+    fair = sum(1 / n for *_, n in rows)
+    longest = [name for name, right, hi, lo, n in rows if right == hi]
+    shortest = [name for name, right, hi, lo, n in rows if right == lo]
+    assert len(longest) <= round(fair + 0.5), (len(longest), fair, longest)
+    assert len(shortest) <= round(fair + 0.5), (len(shortest), fair, shortest)
+
+
+def test_at_least_half_of_the_questions_need_a_computation_or_prediction():
+    skills = [load_raw(REPO / "quizzes" / f"{quiz_id}.yaml")["questions"] for quiz_id in RULED]
+    tagged = [q.get("skill") for qs in skills for q in qs]
+    assert None not in tagged, "every question of the ruled quizzes says what it asks (skill)"
+    assert sum(s in ("compute", "predict") for s in tagged) * 2 >= len(tagged)
+
+
+def _sim_cached(first: int, second: int, shared: int, block: int, *, aligned_first: bool = True) -> int:
+    """num_cached_tokens of a ``second``-token prompt sharing its first ``shared`` tokens with a
+    ``first``-token prompt that ran just before, replayed by course_lib's simulator (tested
+    request for request against vLLM in tests/test_simulator.py)."""
+    from course_lib.simulator import PrefixCacheSimulator
+
+    a = _ids(first, 1000 + first)
+    b = a[:shared] + _ids(second - shared, 2000 + second)
+    sim = PrefixCacheSimulator(num_gpu_blocks=4096, block_size=block)
+    sim.process(a)
+    return sim.process(b)
+
+
+def _seed_scenario(block: int) -> "object":
+    """The seed's three requests (1000-token system prompt + different 50-token questions) in the simulator."""
+    from course_lib.simulator import PrefixCacheSimulator
+
+    system = _ids(1000, 40)
+    sim = PrefixCacheSimulator(num_gpu_blocks=4096, block_size=block)
+    cached = [sim.process(system + _ids(50, 41 + i)) for i in range(3)]
+    return sim, cached
+
+
+def _rag(preamble: int, chunks: list[list[int]], question: int, seed: int) -> list[int]:
+    return _ids(preamble, 50) + [t for c in chunks for t in c] + _ids(question, seed)
+
+
+def _computed_answers() -> dict[tuple[str, str], float]:
+    """Every computed answer, from course_lib (simulator, metrics), never typed."""
+    from course_lib.simulator import PrefixCacheSimulator
+
+    seed_sim, seed_cached = _seed_scenario(32)
+    seed_prompt_tokens = 3 * 1050
+    a, b, c = _ids(100, 61), _ids(100, 62), _ids(100, 63)
+    unsorted = PrefixCacheSimulator(num_gpu_blocks=4096, block_size=32)
+    unsorted.process(_rag(40, [a, b, c], 20, 64))
+    canonical = PrefixCacheSimulator(num_gpu_blocks=4096, block_size=32)
+    canonical.process(_rag(40, sorted([a, b, c]), 20, 64))
+    question_first = PrefixCacheSimulator(num_gpu_blocks=4096, block_size=32)
+    context = _ids(1000, 65)
+    question_first.process(_ids(20, 66) + context)
+    timestamped = PrefixCacheSimulator(num_gpu_blocks=4096, block_size=32)
+    system = _ids(600, 67)
+    timestamped.process(system[:10] + [1] + system[11:] + _ids(20, 68))
+    salted = PrefixCacheSimulator(num_gpu_blocks=4096, block_size=32)
+    p200 = _ids(200, 69)
+    salted.process(p200, cache_salt="tenant-a")
+    return {
+        ("00_setup", "short_resubmit"): _sim_cached(33, 33, 33, 32),
+        ("00_setup", "extended_prompt"): _sim_cached(100, 120, 70, 32),
+        ("00_setup", "below_one_block"): _sim_cached(31, 31, 31, 32),
+        ("02_block_hashing", "diverge_mid_block"): _sim_cached(100, 130, 90, 32),
+        ("02_block_hashing", "diverge_block16"): _sim_cached(100, 130, 90, 16),
+        ("02_block_hashing", "one_block_resubmit"): _sim_cached(32, 32, 32, 32),
+        ("02_block_hashing", "partial_first"): _sim_cached(50, 100, 50, 32),
+        ("03_live_engine", "ideal_bound"): round(seed_prompt_tokens / (seed_prompt_tokens - sum(seed_cached)), 2),
+        ("03_live_engine", "block_64"): _seed_scenario(64)[1][1],
+        ("03_live_engine", "warm_hit"): _sim_cached(500, 540, 500, 32),
+        ("03_live_engine", "aligned_1024"): _sim_cached(1024, 1024, 1024, 32),
+        ("04_chat", "turn2_cached"): _sim_cached(300, 370, 300, 32),
+        ("04_chat", "same_salt"): salted.process(p200, cache_salt="tenant-a"),
+        ("04_chat", "timestamp_in_block0"): timestamped.process(system[:10] + [2] + system[11:] + _ids(20, 70)),
+        ("04_chat", "stable_system"): _sim_cached(620, 630, 600, 32),
+        ("05_rag", "question_first"): question_first.process(_ids(20, 71) + context),
+        ("05_rag", "unsorted_chunks"): unsorted.process(_rag(40, [c, a, b], 20, 72)),
+        ("05_rag", "sorted_chunks"): canonical.process(_rag(40, sorted([c, a, b]), 20, 72)),
+        ("06_metrics", "token_weighted"): round((960 + 0) / (1000 + 100), 2),
+        ("06_metrics", "hits_increase"): seed_sim.stats.hits,
+        ("06_metrics", "queries_increase"): seed_sim.stats.queries,
+        ("module2", "unaligned_resubmit"): _sim_cached(130, 130, 130, 32),
+        ("module2", "aligned_block64"): _sim_cached(128, 128, 128, 64),
+        ("module2", "seed_token_hit_rate"): round(seed_sim.stats.hit_rate, 2),
+        ("module2", "half_shared_block16"): _sim_cached(1000, 1000, 500, 16),
+    }
+
+
+def test_computed_answers_come_from_course_lib():
+    computed = _computed_answers()
+    tagged = {(quiz_id, q["id"]) for quiz_id in RULED for q in load_raw(REPO / "quizzes" / f"{quiz_id}.yaml")["questions"]
+              if q.get("skill") in ("compute", "predict") and q["type"] == "numeric"}  # fmt: skip
+    checked_elsewhere = {("00_setup", "repeated_prompt"), ("02_block_hashing", "exact_resubmit"), ("02_block_hashing", "hi_hello"),
+                         ("03_live_engine", "seed_cached"), ("04_chat", "salted_hit"), ("05_rag", "shared_prefix"),
+                         ("06_metrics", "hit_rate_delta"), ("module2", "hit_rate_numbers"), ("module2", "aligned_resubmit"),
+                         ("module2", "gpu_resubmit"), ("module2", "seed_totals"),
+                         # computed in tests/test_quiz_01_kv_cache.py and tests/test_quiz_07_fleet.py
+                         ("01_kv_cache", "bytes_per_token"), ("01_kv_cache", "blocks_in_budget"),
+                         ("07_fleet", "capped_block"), ("07_fleet", "fleet_rate"), ("07_fleet", "imbalance")}  # fmt: skip
+    assert tagged - checked_elsewhere <= set(computed), tagged - checked_elsewhere - set(computed)
+    for (quiz_id, qid), value in computed.items():
+        q = Q.load_quiz(quiz_id).question(qid)
+        if q.type == "numeric":
+            assert Q.judge(q, value).correct, (quiz_id, qid, value, q.answer)
+        else:  # a single-choice computation: the correct choice states the computed number first
+            correct = next(c for c in q.choices if c.correct)
+            assert correct.text.split(":")[0].split()[0] == str(value), (quiz_id, qid, value, correct.text)
+    # The token-weighted rate is what course_lib.metrics computes from real counters, not the share of requests.
+    from course_lib.simulator import PrefixCacheSimulator
+
+    sim = PrefixCacheSimulator(num_gpu_blocks=4096, block_size=32)
+    long_prompt = _ids(1000, 80)
+    sim.process(long_prompt[:960] + _ids(40, 81))
+    sim.reset_stats()
+    assert sim.process(long_prompt) == 960 and sim.process(_ids(100, 82)) == 0
+    assert round(sim.stats.hit_rate, 2) == computed[("06_metrics", "token_weighted")]
+
+
+def test_tokens_and_blocks_choice_matches_the_block_arithmetic():
+    from course_lib.simulator import full_block_tokens
+
+    q = Q.load_quiz("00_setup").question("tokens_and_blocks")
+    correct = next(c for c in q.choices if c.correct).text
+    blocks, hashed = -(-100 // 32), full_block_tokens(100, 32) // 32
+    assert correct.startswith(f"{blocks} blocks") and f"only the {hashed} full" in correct
+
+
+def test_saved_quiz_output_says_to_run_the_cell():
+    """Without a kernel (GitHub, nbviewer) the quiz output explains itself, then lists its questions."""
+    view = Q.build("02_block_hashing")
+    plain = view._repr_mimebundle_()["text/plain"]
+    assert plain.startswith("Quiz: an interactive widget. Run the cell")
+    assert view.quiz.questions[0].prompt.split()[0] in plain

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# --- block hashing (notebook 01) ---
+# --- block hashing (notebook 02) ---
 
 BLOCK = 32
 
@@ -70,3 +70,101 @@ def test_free_queue_figure_shows_each_state():
     assert len(fig.layout.shapes) == sum(len(state) for _, state in steps)
     blue = sum(s.fillcolor == "#1f77b4" for s in fig.layout.shapes)
     assert blue == sum(h is not None for _, state in steps for _, h in state) == 1
+
+
+# --- axes, the live chart, static images (issue 15) ---
+
+
+def _axis_titles(fig) -> dict[str, str]:
+    """Title of every visible axis of a figure, by axis name."""
+    layout = fig.to_dict()["layout"]
+    return {k: (v.get("title") or {}).get("text", "") for k, v in layout.items()
+            if k.startswith(("xaxis", "yaxis")) and v.get("visible", True)}  # fmt: skip
+
+
+def test_every_axis_says_its_quantity_and_unit():
+    from course_lib.simulator import PrefixCacheSimulator
+    from course_lib.viz import chat_turns_figure, free_queue_figure, hit_rate_curves_figure, hit_rate_figure, reuse_bars_figure
+
+    rows = [{"t": 0.5, "interval": 0.2, "cumulative": 0.2}, {"t": 1.0, "interval": 0.8, "cumulative": 0.5}]
+    turns = [{"turn": 1, "num_cached_tokens": 0, "prefilled_tokens": 40, "prev_prompt_full_blocks": 0}]
+    cases = [{"case": "a", "prompt_tokens": 40, "num_cached_tokens": 32}]
+    sweep = [{"cache_tokens": c, "block_size": 32, "hit_rate": h} for c, h in ((1024, 0.1), (2048, 0.4), (4096, 0.7))]
+    sim = PrefixCacheSimulator(5, 4)
+    figures = [hit_rate_figure(rows), chat_turns_figure(turns), reuse_bars_figure(cases), hit_rate_curves_figure(sweep)]
+    numeric_x = {hit_rate_figure.__name__, hit_rate_curves_figure.__name__}  # the others' x axes are categories
+    for make, fig in zip((hit_rate_figure, chat_turns_figure, reuse_bars_figure, hit_rate_curves_figure), figures):
+        titles = _axis_titles(fig)
+        assert {"xaxis", "yaxis"} <= set(titles) and all(titles.values()), f"{make.__name__}: {titles}"
+        for axis, title in titles.items():
+            if axis.startswith("y") or make.__name__ in numeric_x:
+                assert "(" in title and ")" in title, f"{make.__name__}: {axis} title {title!r} has no unit"
+    assert set(_axis_titles(free_queue_figure([("start", sim.free_queue_state())]))) == {"xaxis", "yaxis"}
+
+
+def test_log_cache_size_axis_labels_every_size():
+    from course_lib.viz import hit_rate_curves_figure
+
+    sizes = [1024, 2048, 4096, 8192]  # less than a decade: plotly alone draws no major tick label here
+    fig = hit_rate_curves_figure([{"cache_tokens": c, "block_size": 32, "hit_rate": 0.5} for c in sizes])
+    assert fig.layout.xaxis.type == "log"
+    assert list(fig.layout.xaxis.tickvals) == sizes
+    assert list(fig.layout.xaxis.ticktext) == ["1,024", "2,048", "4,096", "8,192"]
+
+
+def test_live_chart_leaves_one_final_figure_in_the_cell():
+    """In IPython: each update replaces the cell's output; after finish() one figure with every row remains."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    from course_lib.viz import LiveHitRateChart
+
+    InteractiveShell.instance()
+    rows = [{"t": 0.5 * (i + 1), "interval": i / 10, "cumulative": i / 20} for i in range(5)]
+    with capture_output() as cap:
+        chart = LiveHitRateChart(target=0.7)
+        for n in range(1, len(rows) + 1):
+            chart.update(rows[:n])
+            assert len(cap.outputs) == 1  # replaced, not appended
+            assert list(cap.outputs[0].data["application/vnd.plotly.v1+json"]["data"][0]["x"]) == [r["t"] for r in rows[:n]]
+        chart.finish()
+    assert len(cap.outputs) == 1
+    final = cap.outputs[0].data["application/vnd.plotly.v1+json"]["data"]
+    assert list(final[0]["y"]) == [r["interval"] for r in rows] and list(final[1]["y"]) == [r["cumulative"] for r in rows]
+
+
+def test_live_chart_outside_ipython_keeps_the_rows():
+    import subprocess
+    import sys
+
+    code = ("from course_lib.viz import LiveHitRateChart\n"
+            "c = LiveHitRateChart(); c.update([{'t': 1.0, 'interval': 0.5, 'cumulative': 0.5}]); c.finish()\n"
+            "print(list(c.figure().data[0].x))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[1.0]" and out.stderr == ""
+
+
+def test_static_figures_add_a_png_without_warnings():
+    """COURSE_STATIC_FIGURES=1 (make notebooks): every figure's bundle also carries a PNG, drawn by kaleido."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+
+    if not (os.environ.get("COURSE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")):
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true but no chromium for kaleido; .ci/run installs it")
+        pytest.skip("no chromium for kaleido (apt-get install chromium)")
+    code = ("import base64, course_lib\n"
+            "from course_lib.viz import _figure_bundle, hit_rate_figure\n"
+            "for n in (1, 2):\n"
+            "    b = _figure_bundle(hit_rate_figure([{'t': 1.0, 'interval': 0.5, 'cumulative': 0.5}] * n))\n"
+            "    png = b['image/png']; png = base64.b64decode(png) if isinstance(png, str) else png\n"
+            "    print(sorted(b), png[:8] == b'\\x89PNG\\r\\n\\x1a\\n')\n")  # fmt: skip
+    env = dict(os.environ, COURSE_STATIC_FIGURES="1")
+    out = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code], capture_output=True, text=True,
+                         env=env, timeout=300, check=True)  # fmt: skip
+    assert out.stdout.splitlines() == ["['application/vnd.plotly.v1+json', 'image/png', 'text/plain'] True"] * 2
+    assert out.stderr == ""

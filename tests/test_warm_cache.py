@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from course_lib import knobs
 from course_lib import scenario as sc
 from course_lib.engine import measure, warm_cache
 
@@ -12,7 +13,7 @@ def _real_request(template: str) -> str:
 
 def test_first_request_after_warming_hits(fresh_llm):
     tok = fresh_llm.get_tokenizer()
-    templates = sc.seed_templates(tok, target_tokens=200)
+    templates = knobs.seed_templates(tok, target_tokens=200)
     bs = sc.engine_block_size(fresh_llm)
     # Control: on an empty cache the real request hits nothing.
     cold = measure(fresh_llm, [_real_request(templates["code_review"])])[0]
@@ -34,7 +35,7 @@ def test_first_request_after_warming_hits(fresh_llm):
 
 def test_warm_cache_accepts_a_list(fresh_llm):
     tok = fresh_llm.get_tokenizer()
-    templates = list(sc.seed_templates(tok, target_tokens=150).values())[:2]
+    templates = list(knobs.seed_templates(tok, target_tokens=150).values())[:2]
     out = warm_cache(fresh_llm, templates)
     assert len(out) == 2
     again = measure(fresh_llm, [templates[0]])[0]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# --- block explorer (notebook 01) ---
+# --- block explorer (notebook 02) ---
 
 
 def test_block_explorer_reacts_and_matches_the_engine(fresh_llm):
@@ -47,3 +47,15 @@ def test_block_explorer_figures_follow_the_prompts():
     assert [b["status"] for b in ex.figures[1].layout.meta] == [r.status for r in ex.rows[1]]
     ex.prompt_boxes[1].value = "completely different words here"
     assert all(b["status"] != "hit" for b in ex.figures[1].layout.meta)
+
+
+def test_block_explorer_explains_itself_where_no_kernel_runs_it():
+    """Saved outputs (GitHub, nbviewer, a notebook opened without its kernel) say to run the cell, not an object repr."""
+    from course_lib.widgets import block_explorer
+
+    ex = block_explorer("one two three four five", "one two three six", block_size=2)
+    bundle = ex._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == ex.model_id  # live: the widget itself
+    assert bundle["text/plain"] == "Block explorer: an interactive widget. Run the cell (with its kernel) to use it."
+    assert "BlockExplorer(" not in bundle["text/html"] and "Run the cell" in bundle["text/html"]
+    assert ex.summary.value in bundle["text/html"]  # a static preview of what the widget showed

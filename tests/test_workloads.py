@@ -13,9 +13,9 @@ SMALL_CHAT = wl.ChatWorkload(name="t-chat", num_users=8, num_requests=40, system
                              reply_tokens=24, max_turns=4, seed=1)  # fmt: skip
 SMALL_RAG = wl.RAGWorkload(name="t-rag", num_docs=12, num_requests=20, doc_tokens=64, chunks_per_query=2,
                            preamble_tokens=32, question_tokens=8, seed=2)  # fmt: skip
-SUPPORT_BOT = wl.ChatWorkload(name="support bot")  # notebook 03
+SUPPORT_BOT = wl.ChatWorkload(name="support bot")  # notebook 04
 REPLAY_CACHE_TOKENS = 1024  # small enough that the replay evicts
-CACHE_TOKENS = 4096  # the smallest cache size notebook 03 shows
+CACHE_TOKENS = 4096  # the smallest cache size notebook 04 shows
 BLOCK = 32
 
 
@@ -69,7 +69,7 @@ def test_a_cache_too_small_for_one_prompt_is_refused():
 
 
 def test_simulated_traces_match_vllm_request_by_request():
-    """Small traces and the head of notebook 03's support-bot trace, replayed through a real
+    """Small traces and the head of notebook 04's support-bot trace, replayed through a real
     engine with the same pool (1024 tokens: the replay evicts): identical num_cached_tokens."""
     from course_lib.engine import make_llm
 
@@ -91,7 +91,7 @@ def test_simulated_traces_match_vllm_request_by_request():
 
 
 def test_notebook_hit_rates_are_pinned():
-    """The numbers notebooks 03 and 04 show: seeded traces, so fixed on every machine.
+    """The numbers notebooks 04 and 05 show: seeded traces, so fixed on every machine.
 
     The simulator that produces them is checked against vLLM in the test above
     (on the head of the same support-bot trace, in a pool small enough to evict).

@@ -16,13 +16,15 @@ def check_third_submission(answer: int, llm: "LLM", prompt: str) -> ExerciseResu
     block = llm.llm_engine.vllm_config.cache_config.block_size
     measured = run_one(llm, prompt).num_cached_tokens
     n = len(prompt_token_ids(llm, prompt))
-    hint = (
-        f"vLLM reported {measured} for this {n}-token prompt. The hit covers only full blocks "
-        f"of {block} tokens, and never the last token (vLLM must compute it to sample)."
-    )
+    hint = "count in whole blocks: only FULL blocks of the prompt can be served from the cache."
     if answer == n:
-        hint = "Not the whole prompt: the last token is always recomputed. " + hint
-    return verdict("00-1", answer == measured, f"yes: {measured} tokens, as vLLM reports.", hint)
+        hint = "Not the whole prompt: the last token is always recomputed; " + hint
+    hints = (
+        f"The hit covers only full blocks of {block} tokens, and never the last token (vLLM must compute it "
+        "to sample), so a prompt whose length is a multiple of the block size loses a whole block.",
+        f"Your prompt has {n} tokens: how many full blocks fit in {n} - 1 tokens? Multiply by {block}.",
+    )
+    return verdict("00.1", answer == measured, f"yes: {measured} tokens, as vLLM reports.", hint, hints)
 
 
 def check_prompt_with_hit(llm: "LLM", prompt: str, target: int) -> ExerciseResult:
@@ -33,9 +35,14 @@ def check_prompt_with_hit(llm: "LLM", prompt: str, target: int) -> ExerciseResul
     n = len(prompt_token_ids(llm, prompt))
     block = llm.llm_engine.vllm_config.cache_config.block_size
     return verdict(
-        "00-2",
+        "00.2",
         got == target,
         f"yes: {n} tokens, {got} cached on the second run.",
-        f"your prompt has {n} tokens and its second run cached {got}, not {target}. "
-        f"You need between {target + 1} and {target + block} tokens.",
+        f"your prompt has {n} tokens and its second run did not cache {target}: the prompt length decides "
+        "how many full blocks are reused.",
+        (
+            f"Only full blocks of {block} tokens are reused, and the last token never is: "
+            f"which prompt lengths give exactly {target} cached tokens?",
+            "Lengthen or shorten the prompt and count its tokens with prompt_token_ids(llm, prompt).",
+        ),
     )

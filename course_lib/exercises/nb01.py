@@ -1,91 +1,81 @@
-"""Checks for the exercises of ``notebooks/01_block_hashing.ipynb`` (block hashes, the cap, eviction).
+"""Checks for the exercises of ``notebooks/01_kv_cache.ipynb``.
 
-Each check computes the right answer with ``course_lib.hashing`` / ``course_lib.simulator``
-(both tested byte for byte and request for request against vLLM), never from a stored constant.
+Each check compares the learner's number with what the running engine says
+(``course_lib.kv_cache.cache_geometry``: vLLM's own page size and block count), never
+with a stored constant. A wrong answer gets the method, not the value.
 """
 
 from __future__ import annotations
 
-import random
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from course_lib.exercises import ExerciseResult, verdict
-from course_lib.simulator import PrefixCacheSimulator
+from course_lib.kv_cache import blocks_needed, cache_geometry, engine_kv_shape
+
+if TYPE_CHECKING:
+    from vllm import LLM
 
 
-def _cases(block_size: int) -> list[tuple[list[int], list[int]]]:
-    """Pairs (first prompt, second prompt) that hit every rule: shared prefixes of all lengths,
-    identical prompts (aligned and not), a divergence inside block 0, prompts shorter than a block."""
-    rng = random.Random(1)
-    base = [rng.randrange(1000) for _ in range(5 * block_size)]
-    cases = [
-        (base[: 3 * block_size], base[: 3 * block_size]),  # identical, block-aligned: the cap costs a whole block
-        (base[: 3 * block_size + 5], base[: 3 * block_size + 5]),  # identical, not aligned
-        (base[: block_size - 1], base[: block_size - 1]),  # shorter than one block: nothing is ever cached
-        ([7] + base[1 : 2 * block_size], base[: 2 * block_size]),  # differs in token 0: nothing matches
-        (base[: 4 * block_size], base[: 2 * block_size + 3] + [1, 2, 3] * block_size),  # shared 2 blocks + 3 tokens
-        (base[: 2 * block_size + 2], base[: 4 * block_size]),  # the first prompt's partial block was never cached
-    ]
-    for _ in range(10):
-        a = base[: rng.randrange(1, 5 * block_size)]
-        b = base[: rng.randrange(1, 5 * block_size)] + [rng.randrange(1000) for _ in range(rng.randrange(0, 40))]
-        cases.append((a, b))
-    return cases
-
-
-def check_predict_cached(fn: Callable[[Sequence[int], Sequence[int], int], int], block_size: int = 32) -> ExerciseResult:
-    """Exercise 1: ``fn(first_ids, second_ids, block_size)`` returns the ``num_cached_tokens`` vLLM
-    reports for ``second_ids`` when it runs right after ``first_ids`` on an empty cache."""
-    name = "01.1 predict num_cached_tokens from block hashes"
-    for first, second in _cases(block_size):
-        sim = PrefixCacheSimulator(1000, block_size)
-        sim.process(first)
-        expected = sim.process(second)
-        try:
-            got = fn(first, second, block_size)
-        except Exception as exc:  # the learner's code: report, do not crash the notebook
-            return verdict(name, False, "", f"your function raised {type(exc).__name__}: {exc}")
-        if got != expected:
-            same = len(first) == len(second) and list(first) == list(second)
-            hint = (
-                "Compare block hashes from block 0 and stop at the first difference; only FULL blocks have a hash"
-                if not same
-                else "the prompts are identical: vLLM caps the hit at num_tokens - 1 tokens, in whole blocks"
-            )
-            return verdict(
-                name, False, "",
-                f"for a first prompt of {len(first)} tokens and a second of {len(second)} tokens you returned {got}, "
-                f"vLLM would report {expected}. {hint}.",
-            )  # fmt: skip
-    return verdict(name, True, f"all {len(_cases(block_size))} cases agree with vLLM's rules (block_size={block_size})", "")
-
-
-def eviction_exercise() -> tuple[int, int, list[tuple[str, int, int]]]:
-    """The tiny-pool workload of exercise 2: ``(num_gpu_blocks, block_size, requests)``.
-
-    Each request is ``(name, first_token, length)``: the prompt is
-    ``list(range(first_token, first_token + length))``, run one at a time with one
-    generated token.
-    """
-    return 7, 4, [("A", 0, 9), ("B", 100, 9), ("A's first 8 tokens", 0, 8), ("C", 200, 9), ("A again", 0, 9),
-                  ("B again", 100, 9)]  # fmt: skip
-
-
-def check_eviction(answer: Sequence[int]) -> ExerciseResult:
-    """Exercise 2: ``answer`` lists the ``num_cached_tokens`` of each request of ``eviction_exercise()``."""
-    name = "01.2 eviction on a tiny pool"
-    num_gpu_blocks, block_size, requests = eviction_exercise()
-    sim = PrefixCacheSimulator(num_gpu_blocks, block_size)
-    expected = [sim.process(list(range(first, first + n))) for _, first, n in requests]
-    answer = [int(a) for a in answer]
-    if answer == expected:
-        return verdict(name, True, f"{answer}: LRU eviction of cached blocks, uncached blocks reused first", "")
-    if len(answer) != len(expected):
-        return verdict(name, False, "", f"give one number per request ({len(expected)}), not {len(answer)}")
-    i = next(k for k, (a, e) in enumerate(zip(answer, expected)) if a != e)
+def check_bytes_per_token(answer: int, llm: "LLM") -> ExerciseResult:
+    """Exercise 01.1: the KV cache bytes of one token, from the model's config."""
+    geometry = cache_geometry(llm)
+    shape = engine_kv_shape(llm)
+    right = geometry.bytes_per_token  # vLLM's page size per token, summed over its layers
+    answer = int(answer)
+    # The usual slips, recognised by what the answer would be; the message names the slip only.
+    slips = {
+        right // 2: "you counted only the keys or only the values: the cache stores both for every token.",
+        right // shape.num_layers: "that is one layer's worth: every layer keeps its own keys and values.",
+        right // shape.dtype_bytes: "that counts numbers, not bytes: multiply by the size of the cache's dtype.",
+        right // shape.num_kv_heads * shape.num_attention_heads: (
+            "you used the attention (query) heads: with grouped-query attention only the key-value heads are "
+            "cached (num_key_value_heads)."
+        ),
+    }
+    slips.pop(right, None)  # a model where a slip gives the right number has no such slip
+    message = slips.get(answer, "not the bytes vLLM allocates per token.")
     return verdict(
-        name, False, "",
-        f"request {requests[i][0]!r} (number {i}) is off: you said {answer[i]}. Draw the free queue after each "
-        "request: freed blocks without a hash go to the FRONT, cached ones to the BACK (tail block first), "
-        "and a new block is taken from the front, evicting its hash. Remember the num_tokens - 1 cap on hits.",
-    )  # fmt: skip
+        "01.1",
+        answer == right,
+        f"yes: {right:,} bytes per token, exactly what vLLM's page size gives ({geometry.bytes_per_block:,} bytes "
+        f"per block of {geometry.block_size} tokens).",
+        message,
+        (
+            "One token stores a key vector and a value vector, per layer, per key-value head; each vector has "
+            "head_dim numbers of the cache's dtype.",
+            "Read num_hidden_layers, num_key_value_heads and head_dim from llm.llm_engine.model_config.hf_config, "
+            "and the dtype from llm.llm_engine.model_config.dtype; multiply them all, and by 2.",
+        ),
+    )
+
+
+def check_requests_that_fit(answer: int, llm: "LLM", prompt_tokens: int, output_tokens: int) -> ExerciseResult:
+    """Exercise 01.2: how many requests of this size the engine's block pool holds side by side."""
+    geometry = cache_geometry(llm)
+    per_request = blocks_needed(prompt_tokens + output_tokens, geometry.block_size)
+    right = (geometry.num_blocks - 1) // per_request
+    answer = int(answer)
+    slips = {
+        geometry.num_blocks // per_request: "block 0 is vLLM's null block: no request can use it.",
+        (geometry.num_blocks - 1) * geometry.block_size // (prompt_tokens + output_tokens): (
+            "you divided tokens by tokens: a request occupies whole blocks, and its last, partial block still "
+            "takes a whole block."
+        ),
+        (geometry.num_blocks - 1) // blocks_needed(prompt_tokens, geometry.block_size): (
+            "the output tokens need KV cache too: each generated token is stored before the next is computed."
+        ),
+    }
+    slips.pop(right, None)
+    message = slips.get(answer, "not the number of such block tables the pool can hold.")
+    return verdict(
+        "01.2",
+        answer == right,
+        f"yes: each request needs {per_request} blocks, and {geometry.num_blocks - 1} blocks are usable, "
+        f"so {right} requests fit.",
+        message,
+        (
+            "A request's block table holds ceil(tokens / block_size) blocks, counting prompt and output tokens; "
+            "the pool has num_blocks blocks, one of which is reserved.",
+            "Use course_lib.kv_cache.cache_geometry(llm) for num_blocks and block_size.",
+        ),
+    )

@@ -1,68 +1,103 @@
-"""Checks for the exercises of ``notebooks/02_live_engine.ipynb`` (the seed scenario, knobs, warming).
+"""Checks for the exercises of ``notebooks/02_block_hashing.ipynb`` (block hashes, the cap, eviction).
 
-The expected answers are computed here from the scenario's token ids (block
-arithmetic that ``tests/test_scenario.py`` checks against vLLM) or measured on
-the learner's engine, never stored.
+Each check computes the right answer with ``course_lib.hashing`` / ``course_lib.simulator``
+(both tested byte for byte and request for request against vLLM), never from a stored constant.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+import random
+from typing import Callable, Sequence
 
-from course_lib.engine import RequestStats, prompt_token_ids
 from course_lib.exercises import ExerciseResult, verdict
-from course_lib.scenario import Scenario, engine_block_size, predicted_cached_tokens
-
-if TYPE_CHECKING:
-    from vllm import LLM
+from course_lib.simulator import PrefixCacheSimulator
 
 
-def check_cached_at_block_size(answer: Sequence[int], scenario: Scenario, block_size: int) -> ExerciseResult:
-    """Exercise 1: predict the three requests' ``num_cached_tokens`` at another ``block_size``."""
-    expected = predicted_cached_tokens(scenario.prompt_token_ids, block_size)
-    got = [int(a) for a in answer]
-    shared = scenario.shared_prefix_tokens
-    hint = (
-        f"the prompts share their first {shared} tokens; a hit covers whole blocks of {block_size} only "
-        f"(and request 1 finds an empty cache). Your answer: {got}."
-    )
-    if got and got[1:] == [shared] * (len(got) - 1):
-        hint = "Not the whole shared prefix: its last, partial block has no hash. " + hint
-    return verdict("02-1", got == expected, f"yes: {expected}; the blocks decide, not the text.", hint)
+def _cases(block_size: int) -> list[tuple[list[int], list[int]]]:
+    """Pairs (first prompt, second prompt) that hit every rule: shared prefixes of all lengths,
+    identical prompts (aligned and not), a divergence inside block 0, prompts shorter than a block."""
+    rng = random.Random(1)
+    base = [rng.randrange(1000) for _ in range(5 * block_size)]
+    cases = [
+        (base[: 3 * block_size], base[: 3 * block_size]),  # identical, block-aligned: the cap costs a whole block
+        (base[: 3 * block_size + 5], base[: 3 * block_size + 5]),  # identical, not aligned
+        (base[: block_size - 1], base[: block_size - 1]),  # shorter than one block: nothing is ever cached
+        ([7] + base[1 : 2 * block_size], base[: 2 * block_size]),  # differs in token 0: nothing matches
+        (base[: 4 * block_size], base[: 2 * block_size + 3] + [1, 2, 3] * block_size),  # shared 2 blocks + 3 tokens
+        (base[: 2 * block_size + 2], base[: 4 * block_size]),  # the first prompt's partial block was never cached
+    ]
+    for _ in range(10):
+        a = base[: rng.randrange(1, 5 * block_size)]
+        b = base[: rng.randrange(1, 5 * block_size)] + [rng.randrange(1000) for _ in range(rng.randrange(0, 40))]
+        cases.append((a, b))
+    return cases
 
 
-def check_token_bound(answer: float, scenario: Scenario, block_size: int) -> ExerciseResult:
-    """Exercise 2: the ideal TTFT speedup (total prompt tokens / total prefilled) at ``block_size``."""
-    cached = predicted_cached_tokens(scenario.prompt_token_ids, block_size)
-    total = sum(scenario.prompt_tokens)
-    bound = total / (total - sum(cached))
-    ok = abs(float(answer) - bound) <= 0.01 * bound
+def check_predict_cached(fn: Callable[[Sequence[int], Sequence[int], int], int], block_size: int = 32) -> ExerciseResult:
+    """Exercise 1: ``fn(first_ids, second_ids, block_size)`` returns the ``num_cached_tokens`` vLLM
+    reports for ``second_ids`` when it runs right after ``first_ids`` on an empty cache."""
+    name = "02.1 predict num_cached_tokens from block hashes"
+    for first, second in _cases(block_size):
+        sim = PrefixCacheSimulator(1000, block_size)
+        sim.process(first)
+        expected = sim.process(second)
+        try:
+            got = fn(first, second, block_size)
+        except Exception as exc:  # the learner's code: report, do not crash the notebook
+            return verdict(name, False, "", f"your function raised {type(exc).__name__}: {exc}")
+        if got != expected:
+            same = len(first) == len(second) and list(first) == list(second)
+            hint = (
+                "Compare block hashes from block 0 and stop at the first difference; only FULL blocks have a hash"
+                if not same
+                else "the prompts are identical: vLLM caps the hit at num_tokens - 1 tokens, in whole blocks"
+            )
+            shared = next((k for k, (x, y) in enumerate(zip(first, second)) if x != y), min(len(first), len(second)))
+            return verdict(
+                name, False, "",
+                f"for a first prompt of {len(first)} tokens and a second of {len(second)} tokens your function "
+                f"disagrees with vLLM. {hint}.",
+                (
+                    "A block is cached only if it was FULL in the first prompt; the second prompt hits the leading "
+                    "full blocks whose hashes (which chain all earlier tokens) match, and never its own last token.",
+                    f"In the failing case the prompts share their first {shared} tokens; the second has "
+                    f"{len(second)} tokens and block_size is {block_size}. Which of its full blocks lie entirely "
+                    "inside the shared part, in the first prompt's full blocks, and before its last token?",
+                ),
+            )  # fmt: skip
+    return verdict(name, True, f"all {len(_cases(block_size))} cases agree with vLLM's rules (block_size={block_size})", "")
+
+
+def eviction_exercise() -> tuple[int, int, list[tuple[str, int, int]]]:
+    """The tiny-pool workload of exercise 2: ``(num_gpu_blocks, block_size, requests)``.
+
+    Each request is ``(name, first_token, length)``: the prompt is
+    ``list(range(first_token, first_token + length))``, run one at a time with one
+    generated token.
+    """
+    return 7, 4, [("A", 0, 9), ("B", 100, 9), ("A's first 8 tokens", 0, 8), ("C", 200, 9), ("A again", 0, 9),
+                  ("B again", 100, 9)]  # fmt: skip
+
+
+def check_eviction(answer: Sequence[int]) -> ExerciseResult:
+    """Exercise 2: ``answer`` lists the ``num_cached_tokens`` of each request of ``eviction_exercise()``."""
+    name = "02.2 eviction on a tiny pool"
+    num_gpu_blocks, block_size, requests = eviction_exercise()
+    sim = PrefixCacheSimulator(num_gpu_blocks, block_size)
+    expected = [sim.process(list(range(first, first + n))) for _, first, n in requests]
+    answer = [int(a) for a in answer]
+    if answer == expected:
+        return verdict(name, True, f"{answer}: LRU eviction of cached blocks, uncached blocks reused first", "")
+    if len(answer) != len(expected):
+        return verdict(name, False, "", f"give one number per request ({len(expected)}), not {len(answer)}")
+    i = next(k for k, (a, e) in enumerate(zip(answer, expected)) if a != e)
     return verdict(
-        "02-2",
-        ok,
-        f"yes: {total} / {total - sum(cached)} = {bound:.3f}x.",
-        f"{float(answer):.3f} is not it: divide the total prompt tokens ({total}) by the tokens that still "
-        f"need prefill with caching on (prompt minus cached, summed over the three requests).",
-    )
-
-
-def check_warm_hit(llm: "LLM", template: str, request: str, stats: RequestStats) -> ExerciseResult:
-    """Exercise 3: warm ``template``, then send ``request``: its first run must hit every shared full block."""
-    block = engine_block_size(llm)
-    t_ids, r_ids = prompt_token_ids(llm, template), prompt_token_ids(llm, request)
-    expected = predicted_cached_tokens([t_ids, r_ids], block)[1]
-    if expected == 0:
-        return verdict(
-            "02-3", False, "",
-            f"the request shares fewer than {block} leading tokens with the template ({len(t_ids)} tokens): nothing "
-            "could ever hit. Start the request with the whole template and make the template longer than a block.",
-        )  # fmt: skip
-    ok = stats.num_cached_tokens == expected and stats.prompt_tokens == len(r_ids)
-    return verdict(
-        "02-3",
-        ok,
-        f"yes: {stats.num_cached_tokens} of {stats.prompt_tokens} tokens came from the warmed cache.",
-        f"vLLM cached {stats.num_cached_tokens} tokens of this {len(r_ids)}-token request; warming the template "
-        f"should give {expected}. Did you call warm_cache before measure, on the same engine, and pass the "
-        "stats of the request itself?",
-    )
+        name, False, "",
+        f"request {requests[i][0]!r} (number {i}) is off: you said {answer[i]}. Draw the free queue after each "
+        "request and check which hashes are still cached when it arrives.",
+        (
+            "Freed blocks without a hash go to the FRONT of the free queue, cached ones to the BACK (tail block "
+            "first), and a new block is taken from the front, evicting its hash.",
+            "Remember the num_tokens - 1 cap on hits, and that a partial block never has a hash.",
+        ),
+    )  # fmt: skip

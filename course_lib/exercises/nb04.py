@@ -1,68 +1,135 @@
-"""Checks for the exercises of ``notebooks/04_rag.ipynb`` (RAG prompts and the prefix cache).
+"""Checks for the exercises of ``notebooks/04_chat.ipynb`` (chat caching, pitfalls, salts).
 
-Each check builds the prompts with ``course_lib.rag.RAGCache`` and measures them
-on the real engine; nothing is compared with a stored constant.
+Each check measures on the real engine or derives the answer from token ids,
+never from a stored constant.
 """
 
 from __future__ import annotations
 
-import itertools
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable
 
-from course_lib.chat import block_size_of, expected_cached_tokens, measure_reuse
+from course_lib.chat import block_size_of, cache_salt_problem, expected_cached_tokens, measure_reuse, render_chat
 from course_lib.exercises import ExerciseResult, verdict
-from course_lib.rag import SAMPLE_CHUNKS, RAGCache, canonicalize
 
 if TYPE_CHECKING:
     from vllm import LLM
 
-_Q1, _Q2 = "What is a block?", "How are blocks hashed?"
+    from course_lib.chat import ChatSession
 
 
-def check_chunk_order(llm: "LLM", fn: Callable[[Sequence[str]], list[str]]) -> ExerciseResult:
-    """Exercise 1: ``fn(chunks)`` puts any permutation of a set of chunks in one order,
-    and two queries over permuted chunks then share the whole context (measured)."""
-    name = "04.1 a canonical chunk order"
-    chunks = [SAMPLE_CHUNKS[k] for k in ("blocks", "hashes", "salts")]
+def check_turn_prediction(session: ChatSession, predicted: int) -> ExerciseResult:
+    """Exercise 1: ``predicted`` = the last turn's ``num_cached_tokens``, computed from token
+    counts BEFORE the turn ran (the previous prompt's full blocks)."""
+    name = "04.1 predict a turn's cache hit"
+    if len(session.stats) < 2:
+        return verdict(name, False, "", "run at least two turns with session.chat(...) first")
+    measured = session.stats[-1].num_cached_tokens
+    bs = block_size_of(session.llm)
+    from_tokens = expected_cached_tokens(session.prompts[-2], session.prompts[-1], bs)
+    if predicted == measured:
+        return verdict(
+            name, True,
+            f"{predicted} tokens: the previous prompt ({len(session.prompts[-2])} tokens) rounded down to "
+            f"whole blocks of {bs}; vLLM measured the same",
+            "",
+        )  # fmt: skip
+    hints = [
+        f"Only FULL blocks of {bs} tokens are cached: take the previous turn's prompt length "
+        f"(len(session.prompts[-2])) and round it down to a multiple of {bs}.",
+        "Then check that the new prompt really starts with the whole previous prompt (common_prefix_len).",
+    ]
+    if from_tokens != measured:
+        hints.append(
+            "Here the token rule and the engine disagree: did another request with the same salt run in between, "
+            "or did a turn generate its reply instead of using reply=?"
+        )
+    return verdict(name, False, "", f"you predicted {predicted}: not what vLLM measured.", hints)
+
+
+def check_stable_messages(
+    llm: "LLM", fn: Callable[[str, str, str], list[dict[str, str]]], policy: str
+) -> ExerciseResult:
+    """Exercise 2: ``fn(date, request_id, question)`` returns chat messages that keep the
+    date, the request id and ``policy``, yet let requests on other days reuse the policy's blocks."""
+    name = "04.2 a cache-friendly system prompt"
+    tok = llm.get_tokenizer()
+    cases = [("2026-11-27", "req-7f3a91", "Can I return a book?"), ("2026-11-28", "req-c24e08", "Do you ship abroad?")]
     try:
-        outs = [list(fn(list(p))) for p in itertools.permutations(chunks)]
+        msgs = [fn(*c) for c in cases]
+        ids = [render_chat(tok, m) for m in msgs]
     except Exception as exc:
         return verdict(name, False, "", f"your function raised {type(exc).__name__}: {exc}")
-    if any(sorted(o) != sorted(chunks) for o in outs):
-        return verdict(name, False, "", "return the same chunks (each exactly once), only reordered")
-    if any(o != outs[0] for o in outs):
-        msg = "different input orders gave different outputs: sort by a key of the chunk itself"
-        return verdict(name, False, "", msg)
-    rag = RAGCache(llm)
-    first = rag.build_prompt(_Q1, fn(chunks))
-    second = rag.build_prompt(_Q2, fn(chunks[::-1]))
-    r = measure_reuse(llm, first, second)
-    reference = RAGCache(llm)
-    ref_first = reference.build_prompt(_Q1, canonicalize(chunks))
-    ref_second = reference.build_prompt(_Q2, canonicalize(chunks[::-1]))
-    ref = expected_cached_tokens(ref_first, ref_second, block_size_of(llm))
-    ok = r.num_cached_tokens >= ref - block_size_of(llm)
+    for (date, rid, _), m in zip(cases, msgs):
+        text = " ".join(x.get("content", "") for x in m)
+        if date not in text or rid not in text or policy not in text:
+            msg = "keep the policy, the date and the request id in the messages: the model needs them"
+            return verdict(name, False, "", msg)
+    bs = block_size_of(llm)
+    policy_ids = render_chat(tok, [{"role": "system", "content": policy}], add_generation_prompt=False)
+    needed = ((len(policy_ids) - 2) // bs) * bs  # the policy's full blocks (its closing tokens may differ)
+    r = measure_reuse(llm, ids[0], ids[1])
     return verdict(
-        name, ok,
-        f"the second query reused {r.num_cached_tokens} of {r.second_tokens} tokens: the whole context (vLLM measured)",
-        f"the second query reused only {r.num_cached_tokens} tokens (vLLM measured), sorting by sha256 gives {ref}",
+        name, r.num_cached_tokens >= needed,
+        f"the next day's request reused {r.num_cached_tokens} of {r.second_tokens} tokens (vLLM measured), "
+        f"at least the policy's {needed}",
+        f"the next day's request reused only {r.num_cached_tokens} tokens (vLLM measured), fewer than the "
+        "policy's full blocks: something that changes every day comes before the policy ends",
+        (
+            "A prefix hit stops at the first token that differs: where in your messages is the first token that "
+            "changes from one day to the next?",
+            "Everything that stays the same must come before everything that changes.",
+        ),
     )  # fmt: skip
 
 
-def check_shared_chunk_prediction(llm: "LLM", predicted: int) -> ExerciseResult:
-    """Exercise 2: ``predicted`` = ``num_cached_tokens`` of a query over chunks ``[blocks, salts]``
-    right after one over ``[blocks, hashes]``, computed from token ids before running it."""
-    name = "04.2 predict a partly shared context"
-    rag = RAGCache(llm)
-    first = rag.build_prompt(_Q1, [SAMPLE_CHUNKS["blocks"], SAMPLE_CHUNKS["hashes"]])
-    second = rag.build_prompt(_Q2, [SAMPLE_CHUNKS["blocks"], SAMPLE_CHUNKS["salts"]])
-    r = measure_reuse(llm, first, second)
-    bs = block_size_of(llm)
+def check_tenant_salt(llm: "LLM", fn: Callable[[str], str]) -> ExerciseResult:
+    """Exercise 3: ``fn(tenant_id)`` derives the salt the SERVER attaches for a tenant:
+    stable per tenant, different across tenants, not guessable from the tenant id, and
+    accepted by vLLM's OpenAI server (``cache_salt_problem`` mirrors its ``validate_cache_salt``)."""
+    name = "04.3 server-side tenant salts"
+    tenants = ["acme", "globex"] + [f"tenant-{i:03d}" for i in range(32)]
+    try:
+        a1, a2, b = fn("acme"), fn("acme"), fn("globex")
+        salts = {t: fn(t) for t in tenants}
+    except Exception as exc:
+        return verdict(name, False, "", f"your function raised {type(exc).__name__}: {exc}")
+    if not all(isinstance(s, str) and s for s in (a1, a2, b, *salts.values())):
+        return verdict(name, False, "", "return a non-empty str (vLLM's cache_salt is a string)")
+    for tenant, salt in salts.items():
+        problem = cache_salt_problem(salt)
+        if problem:
+            return verdict(
+                name, False, "",
+                f"vLLM's OpenAI server would reject the salt of tenant {tenant!r}: {problem}",
+                (
+                    "The server checks every cache_salt (vllm/entrypoints/generate/base/protocol.py, "
+                    "validate_cache_salt): 1 to 128 characters, and none of '@', '/', backslash or NUL.",
+                    "Standard base64 uses '/'; pick an encoding whose alphabet avoids the forbidden "
+                    "characters, and keep the result within 128 characters.",
+                ),
+            )  # fmt: skip
+    if a1 != a2:
+        return verdict(name, False, "", "the same tenant got two salts: its own requests could not share the cache")
+    if len(set(salts.values())) < len(salts):
+        return verdict(name, False, "", "two tenants got the same salt: they share cached blocks again")
+    if any(t in s for t, s in salts.items()) or min(len(s) for s in salts.values()) < 32:
+        return verdict(
+            name, False, "",
+            "a salt that contains the tenant id, or is shorter than 32 characters (the course's bar, not vLLM's), "
+            "can be guessed: derive it from something only the server knows",
+            (
+                "A keyed hash of the tenant id with a server-side secret is stable per tenant and not guessable.",
+                "Python's hmac module computes one; hexdigest() gives a string long enough.",
+            ),
+        )  # fmt: skip
+    system = "You are the assistant of a shared ticketing platform. Answer from the tenant's own tickets only."
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": "Summarise my open tickets."}]
+    prompt = render_chat(llm.get_tokenizer(), messages)
+    cross = measure_reuse(llm, prompt, prompt, first_salt=a1, second_salt=b)
+    same = measure_reuse(llm, prompt, prompt, first_salt=a1, second_salt=a2)
+    ok = cross.num_cached_tokens == 0 and same.num_cached_tokens == same.expected_cached > 0
     return verdict(
-        name, predicted == r.num_cached_tokens,
-        f"{predicted}: the common token prefix ({r.common_prefix_tokens} tokens: preamble and the first chunk) "
-        f"rounded down to blocks of {bs}; vLLM measured the same",
-        f"you predicted {predicted}, vLLM measured {r.num_cached_tokens}. Build both prompts with "
-        "RAGCache(llm).build_prompt, count their common leading tokens (common_prefix_len) and round DOWN to a "
-        f"multiple of {bs}",
+        name, ok,
+        f"other tenant: {cross.num_cached_tokens} cached tokens; same tenant: {same.num_cached_tokens} (vLLM measured)",
+        f"measured: other tenant {cross.num_cached_tokens}, same tenant {same.num_cached_tokens} cached tokens",
     )  # fmt: skip

@@ -1,0 +1,159 @@
+"""Quizzes: the end of every notebook (``quiz.show("02_block_hashing")``) and ``quizzes/module2.yaml``.
+
+Three parts, one module each:
+
+- ``schema``: quiz files, their validation (every problem in one run, with line
+  numbers), versions and student copies without keys;
+- ``widget``: the ipywidgets quiz (practice mode with a key, exam mode without);
+- ``grading``: judging answers and ``course grade``, which survives hostile files.
+
+The scoring rule is in ``grading``'s docstring and in ``quizzes/README.md``.
+This module re-exports the public names, so ``from course_lib import quiz`` is all
+a notebook or a script needs, and holds the ``course quiz`` / ``course grade``
+command-line entry points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from course_lib.quiz.grading import (
+    Gradebook,
+    GradeRow,
+    Judgement,
+    SubmissionError,
+    answer_problem,
+    check_out_path,
+    csv_safe,
+    grade,
+    judge,
+    name_key,
+    normalise_name,
+    read_submission,
+    score_submission,
+    submission_problems,
+    write_gradebook,
+)
+from course_lib.quiz.schema import (
+    KEY_FIELDS,
+    PACKAGED_QUIZ_DIR,
+    QUESTION_TYPES,
+    QUIZ_DIR_ENV,
+    SCHEMA_PATH,
+    Choice,
+    Question,
+    Quiz,
+    QuizError,
+    all_quiz_paths,
+    check_quiz_file,
+    checkout_quiz_dir,
+    content_version,
+    export_student,
+    load_quiz,
+    parse_quiz_text,
+    quiz_dir,
+    quiz_from_data,
+    read_quiz_data,
+    resolve,
+    schema,
+    student_copy_data,
+    student_copy_text,
+    validate_quiz_data,
+)
+from course_lib.quiz.schema import number as _number
+from course_lib.quiz.widget import QuizView, build, parse_number, show
+
+__all__ = [
+    "Choice", "Gradebook", "GradeRow", "Judgement", "KEY_FIELDS", "PACKAGED_QUIZ_DIR", "QUESTION_TYPES",
+    "QUIZ_DIR_ENV", "Question", "Quiz", "QuizError", "QuizView", "SCHEMA_PATH", "SubmissionError",
+    "all_quiz_paths", "answer_problem", "build", "check_out_path", "check_quiz_file", "checkout_quiz_dir", "content_version",
+    "csv_safe", "export_student", "grade", "judge", "load_quiz", "name_key", "normalise_name",
+    "parse_number", "parse_quiz_text", "quiz_dir", "quiz_from_data", "read_quiz_data", "read_submission",
+    "resolve", "schema", "score_submission", "show", "student_copy_data", "student_copy_text",
+    "submission_problems", "sync_packaged_quizzes", "validate_quiz_data", "write_gradebook",
+]  # fmt: skip
+
+
+def sync_packaged_quizzes(source_dir: "str | None" = None) -> list[str]:
+    """Rewrite ``course_lib/data/quizzes/`` (shipped in the wheel) as the keyless copies of ``quizzes/``.
+
+    Returns the names written or removed. ``tests/test_quiz.py`` fails while the
+    packaged copies differ from what this would write.
+    """
+    from pathlib import Path
+
+    src = Path(source_dir) if source_dir else quiz_dir()
+    if src.resolve() == PACKAGED_QUIZ_DIR.resolve():
+        raise QuizError(f"{src} is the packaged copy itself; run this from a checkout with quizzes/")
+    quizzes = [load_quiz(p) for p in all_quiz_paths(src)]
+    if any(not q.has_key for q in quizzes):
+        raise QuizError(f"{src} holds student copies; sync from the instructors' keyed quizzes")
+    PACKAGED_QUIZ_DIR.mkdir(parents=True, exist_ok=True)
+    changed = []
+    wanted = {f"{q.id}.yaml": student_copy_text(q) for q in quizzes}
+    for name, text in wanted.items():
+        target = PACKAGED_QUIZ_DIR / name
+        if not target.exists() or target.read_text(encoding="utf-8") != text:
+            target.write_text(text, encoding="utf-8")
+            changed.append(name)
+    for stale in PACKAGED_QUIZ_DIR.glob("*.yaml"):
+        if stale.name not in wanted:
+            stale.unlink()
+            changed.append(f"{stale.name} (removed)")
+    return changed
+
+
+# ---------------------------------------------------------------------- command line
+
+
+def cli_quiz(args: argparse.Namespace) -> int:
+    """``course quiz export-student QUIZ --out PATH``, ``course quiz validate [QUIZ...]``, ``course quiz sync-package``."""
+    if args.quiz_command == "export-student":
+        target = export_student(args.quiz, args.out, force=args.force)
+        print(f"{target}: student copy of {load_quiz(args.quiz).id!r} (no answer key, exam mode)")
+        return 0
+    if args.quiz_command == "sync-package":
+        changed = sync_packaged_quizzes()
+        print(f"{PACKAGED_QUIZ_DIR}: " + (", ".join(changed) + " updated" if changed else "already up to date"))
+        return 0
+    paths = [resolve(q) for q in args.quizzes] or all_quiz_paths()
+    if not paths:
+        raise QuizError(f"no quiz files in {quiz_dir()}")
+    status = 0
+    for path in paths:
+        problems = check_quiz_file(path)
+        if problems:
+            print(f"[FAIL] {path}: {len(problems)} problem(s)")
+            for p in problems:
+                print(f"  {path}:{p[5:] if p.startswith('line ') else ' ' + p}")
+            status = 1
+            continue
+        quiz = load_quiz(path)
+        kind = "student copy" if quiz.student_copy else "with key"
+        print(f"[OK] {path}: {quiz.id!r}, {len(quiz.questions)} questions, {_number(quiz.max_points)} points "
+              f"({kind}, version {quiz.version})")  # fmt: skip
+    return status
+
+
+def cli_grade(args: argparse.Namespace) -> int:
+    """``course grade --quiz QUIZ --out grades.csv [--force] SUBMISSION...``.
+
+    Exit status: 0 every submission graded; 1 graded, some files rejected (each
+    named on stderr with its reason); 2 nothing graded (usage error, unreadable
+    key, no submission matched or none gradable), and no gradebook is written.
+    """
+    out = check_out_path(args.out, force=args.force)
+    book = grade(args.quiz, args.submissions)
+    for line in book.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    for line in book.problems:
+        print(f"rejected: {line}", file=sys.stderr)
+    if not book.rows:
+        print(f"error: nothing graded on {book.quiz.id!r} ({len(book.problems)} problem(s) above); "
+              f"{out} not written", file=sys.stderr)  # fmt: skip
+        return 2
+    write_gradebook(book, out, force=args.force)
+    print(f"{out}: {len(book.rows)} student(s) graded on {book.quiz.id!r} (version {book.quiz.version}), "
+          f"{len(book.problems)} file(s) or conflict(s) rejected")  # fmt: skip
+    return 1 if book.problems else 0

@@ -1,0 +1,432 @@
+"""Judging answers and grading submission files into a gradebook CSV (``course grade``).
+
+Scoring (``judge``):
+
+- ``single``, ``numeric``, ``text``: all or nothing. A numeric answer is right when
+  ``|given - answer| <= tolerance`` (absolute, default 0); a text answer when it
+  equals one of ``accept`` ignoring case and surrounding whitespace.
+- ``multiple``: partial credit, "right picks minus wrong picks": with C correct
+  choices, a learner who ticks R of them and W wrong ones earns
+  ``points * max(0, R - W) / C``. Ticking everything therefore earns nothing
+  unless every choice is correct, and an unanswered question earns 0.
+- A question missing from a submission is unanswered: 0 points, not an error.
+
+A submission is JSON: ``{"quiz": "module2", "quiz_version": "…", "student": "ada",
+"answers": {"q1": 0, "q2": 1024, "q3": "sha256"}}``; ``single`` is answered by a
+0-based choice index, ``multiple`` by a list of indices, ``numeric`` by a number,
+``text`` by a string.
+
+Grading never stops on a bad file: each file that cannot be graded (not UTF-8 or
+JSON, numbers out of range such as ``1e400`` or a 5000-digit integer, a lone
+surrogate, nesting deeper than a submission has, another quiz, a malformed answer)
+is named with its reason and the others are graded. Student names are normalised
+(NFC, zero-width characters removed, spaces collapsed) and compared case-folded, so
+``Ada``, ``ada`` and ``a\\u200bda`` are one student: two files for one student are
+a conflict, reported, never two rows. Cells are neutralised against spreadsheet
+formula injection (OWASP: a leading ``= + - @ TAB CR`` gets a ``'`` prefix).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import math
+import os
+
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from course_lib.quiz.schema import Question, Quiz, QuizError, load_quiz, number
+
+MAX_SUBMISSION_BYTES = 1_000_000
+MAX_DEPTH = 8  # a submission is {answers: {qid: [index, ...]}}: depth 3; anything far deeper is hostile
+MAX_INT_DIGITS = 30
+MAX_NAME_CHARS = 200
+_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+# ---------------------------------------------------------------------- judging
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The verdict on one answer: points earned and the feedback to show."""
+
+    question: str
+    earned: float
+    points: float
+    answered: bool
+    feedback: tuple[str, ...] = ()
+
+    @property
+    def correct(self) -> bool:
+        return self.answered and math.isclose(self.earned, self.points)
+
+
+def letter(index: int) -> str:
+    """Choices are shown and discussed as A, B, C...; submissions use 0-based indices."""
+    return chr(ord("A") + index)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def answer_problem(question: Question, answer: Any) -> str | None:
+    """Why ``answer`` is not a well-formed answer to ``question`` (``None`` if it is)."""
+    if answer is None:
+        return None
+    n = len(question.choices)
+    if question.type == "single":
+        if not _is_int(answer) or not 0 <= answer < n:
+            return f"answer to {question.id!r} must be a choice index 0..{n - 1}, not {_short(answer)}"
+    elif question.type == "multiple":
+        if not isinstance(answer, list) or not all(_is_int(a) and 0 <= a < n for a in answer):
+            return f"answer to {question.id!r} must be a list of choice indices 0..{n - 1}, not {_short(answer)}"
+        if len(set(answer)) != len(answer):
+            return f"answer to {question.id!r} lists a choice twice: {_short(answer)}"
+    elif question.type == "numeric":
+        if not (isinstance(answer, (int, float)) and not isinstance(answer, bool)) or not math.isfinite(answer):
+            return f"answer to {question.id!r} must be a finite number, not {_short(answer)}"
+    elif question.type == "text":
+        if not isinstance(answer, str):
+            return f"answer to {question.id!r} must be a string, not {_short(answer)}"
+    return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _normalise_text(text: str) -> str:
+    return text.strip().casefold()
+
+
+def judge(question: Question, answer: Any) -> Judgement:
+    """Score one answer (see the module docstring for the rules) and collect its feedback."""
+    if not question.has_key:
+        raise QuizError(f"question {question.id!r} has no answer key (a student copy cannot be graded)")
+    problem = answer_problem(question, answer)
+    if problem:
+        raise QuizError(problem)
+    unanswered = answer is None or answer == [] or (isinstance(answer, str) and not answer.strip())
+    if unanswered:
+        return Judgement(question.id, 0.0, question.points, False, ())
+    notes: list[str] = []
+    if question.type == "single":
+        choice = question.choices[answer]
+        earned = question.points if choice.correct else 0.0
+        notes.append(f"{letter(answer)}: {choice.feedback}")
+    elif question.type == "multiple":
+        picked = set(answer)
+        correct = {i for i, c in enumerate(question.choices) if c.correct}
+        right, wrong = len(picked & correct), len(picked - correct)
+        earned = question.points * max(0, right - wrong) / len(correct)
+        for i, c in enumerate(question.choices):
+            if i in picked or i in correct:
+                mark = "✓" if (i in picked) == bool(c.correct) else "✗"
+                state = "ticked" if i in picked else "not ticked"
+                notes.append(f"{mark} {letter(i)} ({state}): {c.feedback}")
+    elif question.type == "numeric":
+        ok = abs(float(answer) - float(question.answer)) <= question.tolerance + 1e-12
+        earned = question.points if ok else 0.0
+    else:
+        ok = _normalise_text(answer) in {_normalise_text(a) for a in question.accept}
+        earned = question.points if ok else 0.0
+    if question.feedback:
+        notes.append(question.feedback)
+    return Judgement(question.id, float(earned), question.points, True, tuple(n for n in notes if n))
+
+
+# ---------------------------------------------------------------------- reading submissions
+
+
+class SubmissionError(ValueError):
+    """A submission file that cannot be graded; the message is the reason."""
+
+
+def _parse_int(text: str) -> int:
+    digits = text.lstrip("-")
+    if len(digits) > MAX_INT_DIGITS:
+        raise SubmissionError(f"an integer with {len(digits)} digits (more than {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise SubmissionError(f"the number {text[:40]} is out of range (it reads as infinity)")
+    return value
+
+
+def _parse_constant(name: str) -> Any:
+    raise SubmissionError(f"{name} is not a number a submission may contain")
+
+
+def _check_tree(value: Any, depth: int = 0) -> None:
+    """Reject structures deeper than a submission has and strings that cannot be written out."""
+    if depth > MAX_DEPTH:
+        raise SubmissionError(f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise SubmissionError("a string contains a lone surrogate (\\ud800-\\udfff), not valid Unicode") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_tree(k, depth + 1)
+            _check_tree(v, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _check_tree(v, depth + 1)
+
+
+def _json_depth_exceeds(text: str, limit: int) -> bool:
+    """Bracket depth outside strings, without recursion (a 100,000-deep file must not reach json)."""
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+def read_submission(path: Path) -> Any:
+    """The parsed JSON of a submission file, or ``SubmissionError`` saying why it cannot be graded."""
+    try:
+        size = path.stat().st_size
+        if path.is_dir():
+            raise SubmissionError("is a folder, not a submission file")
+        if size > MAX_SUBMISSION_BYTES:
+            raise SubmissionError(f"{size} bytes: larger than a submission can be ({MAX_SUBMISSION_BYTES})")
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SubmissionError("no such file") from None
+    except OSError as exc:
+        raise SubmissionError(f"cannot be read ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8-sig")  # a UTF-8 byte order mark (Windows editors) is fine
+    except UnicodeDecodeError as exc:
+        raise SubmissionError(f"not UTF-8 text (byte {exc.start})") from None
+    if _json_depth_exceeds(text, MAX_DEPTH):
+        raise SubmissionError(f"nested deeper than {MAX_DEPTH} levels")
+    try:
+        data = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+    except SubmissionError:
+        raise
+    except json.JSONDecodeError as exc:
+        raise SubmissionError(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except (ValueError, RecursionError) as exc:
+        raise SubmissionError(f"not valid JSON ({type(exc).__name__}: {str(exc)[:80]})") from None
+    _check_tree(data)
+    return data
+
+
+def normalise_name(name: str) -> str:
+    """A student name as it is written in the gradebook: NFC, zero-width characters removed, spaces collapsed."""
+    text = unicodedata.normalize("NFC", name).translate(_ZERO_WIDTH)
+    return " ".join(text.split())
+
+
+def name_key(name: str) -> str:
+    """The comparison key of a student name: normalised and case-folded (``Ada`` = ``ada`` = ``a\\u200bda``)."""
+    return unicodedata.normalize("NFC", normalise_name(name).casefold())
+
+
+def submission_problems(data: Any, quiz: Quiz) -> list[str]:
+    """Why a parsed submission cannot be graded against ``quiz`` (empty if it can)."""
+    if not isinstance(data, dict):
+        return ["not a JSON object with keys quiz, student, answers"]
+    problems = []
+    missing = [k for k in ("quiz", "student", "answers") if k not in data]
+    if missing:
+        problems.append(f"missing key(s) {', '.join(missing)}")
+    extra = sorted(str(k) for k in set(data) - {"quiz", "quiz_version", "student", "answers"})
+    if extra:
+        problems.append(f"unexpected key(s) {', '.join(_short(k) for k in extra[:5])}")
+    if "quiz" in data and data["quiz"] != quiz.id:
+        problems.append(f"is a submission for quiz {_short(data['quiz'])}, not {quiz.id!r}")
+    student = data.get("student")
+    if "student" in data:
+        if not (isinstance(student, str) and normalise_name(student)):
+            problems.append("student must be a non-empty string")
+        elif len(normalise_name(student)) > MAX_NAME_CHARS:
+            problems.append(f"student name longer than {MAX_NAME_CHARS} characters")
+        elif any(unicodedata.category(c) == "Cc" and not c.isspace() for c in student):
+            problems.append("student name contains control characters")
+    answers = data.get("answers")
+    if "answers" in data and not isinstance(answers, dict):
+        problems.append("answers must be an object mapping question ids to answers")
+    elif isinstance(answers, dict):
+        known = {q.id for q in quiz.questions}
+        unknown = sorted(str(k) for k in answers if k not in known)
+        if unknown:
+            problems.append(f"unknown question id(s) {', '.join(_short(u) for u in unknown[:5])} "
+                            f"(quiz {quiz.id!r} has {', '.join(sorted(known))})")  # fmt: skip
+        for q in quiz.questions:
+            if q.id in answers:
+                problem = answer_problem(q, answers[q.id])
+                if problem:
+                    problems.append(problem)
+    return problems
+
+
+def score_submission(data: dict[str, Any], quiz: Quiz) -> dict[str, float]:
+    """Points per question id (in quiz order) for a well-formed submission."""
+    problems = submission_problems(data, quiz)
+    if problems:
+        raise QuizError("; ".join(problems))
+    return {q.id: judge(q, data["answers"].get(q.id)).earned for q in quiz.questions}
+
+
+# ---------------------------------------------------------------------- the gradebook
+
+
+def csv_safe(cell: Any) -> Any:
+    """OWASP's rule against CSV formula injection: a text cell starting with ``= + - @ TAB CR`` gets a ``'``."""
+    if isinstance(cell, str) and cell.startswith(_FORMULA_START):
+        return "'" + cell
+    return cell
+
+
+@dataclass
+class GradeRow:
+    student: str
+    scores: dict[str, float]
+    source: Path
+
+    @property
+    def total(self) -> float:
+        return float(sum(self.scores.values()))
+
+
+@dataclass
+class Gradebook:
+    """The result of grading: one row per student, one problem line per rejected file, and warnings."""
+
+    quiz: Quiz
+    rows: list[GradeRow]
+    problems: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        ids = [q.id for q in self.quiz.questions]
+        writer.writerow([csv_safe(c) for c in ["student", *ids, "total", "max"]])
+        for row in self.rows:
+            cells = [row.student, *(number(row.scores[i]) for i in ids), number(row.total), number(self.quiz.max_points)]
+            writer.writerow([csv_safe(c) for c in cells])
+        return buf.getvalue()
+
+
+def expand_submissions(patterns: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[str]]:
+    """Paths of the submission files: patterns a shell left unexpanded (``subs/*.json``) are expanded
+    here, folders give their ``*.json``. Returns the files and one line per pattern that matched nothing."""
+    files: list[Path] = []
+    unmatched: list[str] = []
+    for item in patterns:
+        text = os.fspath(item)
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(path.glob("*.json"))
+        elif path.exists() or not glob.has_magic(text):
+            found = [path]
+        else:
+            found = sorted(Path(p) for p in glob.glob(text))
+        if not found:
+            unmatched.append(text)
+        files.extend(found)
+    return sorted(set(files), key=str), unmatched
+
+
+def grade(quiz_path_or_id: str | os.PathLike[str] | Quiz, submissions: Iterable[str | os.PathLike[str]]) -> Gradebook:
+    """Grade submission files against a quiz's key (see the module docstring for what is rejected).
+
+    Rows are sorted by the students' comparison keys, so the gradebook does not
+    depend on the order of the files.
+    """
+    quiz = load_quiz(quiz_path_or_id)
+    if not quiz.has_key:
+        raise QuizError(f"quiz {quiz.id!r} has no answer key (is it a student copy?); grade with the instructor's file")
+    files, unmatched = expand_submissions(submissions)
+    problems = [f"{pattern}: no submissions matched" for pattern in unmatched]
+    warnings: list[str] = []
+    by_student: dict[str, list[tuple[Path, str, dict[str, float]]]] = {}
+    for path in files:
+        try:
+            data = read_submission(path)
+        except SubmissionError as exc:
+            problems.append(f"{path}: {exc}")
+            continue
+        found = submission_problems(data, quiz)
+        if found:
+            problems.append(f"{path}: " + "; ".join(found))
+            continue
+        version = data.get("quiz_version")
+        if version is not None and version != quiz.version:  # files from before versions carry none
+            warnings.append(
+                f"{path}: answered version {_short(version)} of {quiz.id!r}, but the quiz is now version "
+                f"{quiz.version}: check that the questions and choices it answered have not changed"
+            )
+        name = normalise_name(data["student"])
+        by_student.setdefault(name_key(name), []).append((path, name, score_submission(data, quiz)))
+    rows: list[GradeRow] = []
+    for key in sorted(by_student):
+        entries = by_student[key]
+        if len(entries) > 1:
+            listed = ", ".join(f"{p} ({n!r})" for p, n, _ in entries)
+            problems.append(f"conflict: {len(entries)} files are for one student {entries[0][1]!r}: {listed}; none graded")
+            continue
+        path, name, scores = entries[0]
+        rows.append(GradeRow(name, scores, path))
+    return Gradebook(quiz, rows, problems, warnings)
+
+
+def check_out_path(out: str | os.PathLike[str], *, force: bool = False) -> Path:
+    """The gradebook path, or a ``QuizError`` saying what is wrong with it (before any grading)."""
+    target = Path(out)
+    if target.is_dir():
+        raise QuizError(f"--out {target} is a folder; give a file name, e.g. {target / 'grades.csv'}")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        what = "is a file, not a folder" if parent.exists() else "does not exist"
+        raise QuizError(f"--out {target}: the folder {parent} {what}; create it first or choose another path")
+    if not os.access(parent, os.W_OK):
+        raise QuizError(f"--out {target}: the folder {parent} is not writable")
+    if target.exists() and not force:
+        raise QuizError(f"{target} already exists; pass --force to overwrite the gradebook")
+    return target
+
+
+def write_gradebook(book: Gradebook, out: str | os.PathLike[str], *, force: bool = False) -> Path:
+    """Write the gradebook CSV atomically; an existing file is kept unless ``force``."""
+    target = check_out_path(out, force=force)
+    tmp = target.with_name(target.name + ".tmp")
+    try:
+        tmp.write_text(book.to_csv(), encoding="utf-8")
+        tmp.replace(target)
+    except OSError as exc:
+        raise QuizError(f"cannot write {target}: {exc.strerror or exc}") from None
+    return target
+
+

@@ -1,0 +1,60 @@
+"""Tests of course_lib.exercises: a wrong answer gets the method, never the expected value;
+hints come only on request, in levels, and still do not state the value."""
+
+from __future__ import annotations
+
+import re
+
+from course_lib import exercises
+from course_lib.exercises import ExerciseResult, nb02, verdict
+from course_lib.simulator import PrefixCacheSimulator
+
+
+def _numbers(text: str) -> set[int]:
+    return {int(x) for x in re.findall(r"\d+", text)}
+
+
+def test_result_keeps_its_three_field_form():
+    r = ExerciseResult("x.1", False, "msg")
+    assert (r.exercise, r.ok, r.message, r.hints) == ("x.1", False, "msg", ())
+    assert not r and str(r).endswith("[x.1]: msg")
+    assert "no hint" in r.hint()
+
+
+def test_hints_are_given_level_by_level_only_on_request(capsys):
+    r = verdict("9.9 demo", False, "", "wrong method", ("first rule", "second step", "third step"))
+    assert "first rule" not in str(r) and "hint('9.9')" in str(r)
+    assert "first rule" in r.hint(1) and "second step" not in r.hint(1)
+    assert "second step" in r.hint(2) and "third step" not in r.hint(2)
+    assert "third step" in r.hint(99)
+    exercises.hint("9.9", 2)
+    out = capsys.readouterr().out
+    assert "second step" in out and "third step" not in out and "hint('9.9', 3)" in out
+    ok = verdict("9.9 demo", True, "yes", "no", ("h",))
+    assert ok and ok.hints == ()
+    exercises.hint("9.9")
+    assert "no hint" in capsys.readouterr().out
+
+
+def test_wrong_prediction_does_not_reveal_the_expected_value():
+    # An answer that is off by one block on every case: the expected value must appear nowhere.
+    def off_by_one_block(first, second, block_size):
+        sim = PrefixCacheSimulator(1000, block_size)
+        sim.process(first)
+        return sim.process(second) + block_size
+
+    r = nb02.check_predict_cached(off_by_one_block, 32)
+    assert not r.ok
+    case_first_expected = 64  # the first case: identical 96-token prompts, the cap drops one block
+    sim = PrefixCacheSimulator(1000, 32)
+    sim.process(list(range(96)))
+    assert sim.process(list(range(96))) == case_first_expected
+    text = str(r) + r.hint(99)
+    assert case_first_expected not in _numbers(text)
+
+
+def test_eviction_check_names_the_request_not_the_value():
+    _, _, requests = nb02.eviction_exercise()
+    r = nb02.check_eviction([999] * len(requests))
+    assert not r.ok and "999" in r.message
+    assert r.hint(9).count("hint") >= 2

@@ -1,0 +1,218 @@
+"""course_lib.fleet: the fleet simulator, checked against independent computations.
+
+- one replica replays exactly what ``course_lib.simulator.PrefixCacheSimulator`` (itself
+  checked against the live engine in test_simulator.py) does on the same token prompts;
+- a pooled cache large enough for the whole trace gives the "prefix blocks seen" rate
+  computed here directly from the ids;
+- round robin over N replicas equals N separate single-replica replays of every N-th request;
+- the kv_aware index fed by store/remove events equals the caches' content.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+
+from course_lib.engine import CourseError
+from course_lib.fleet import (
+    MOONCAKE_BLOCK_TOKENS,
+    POLICIES,
+    TRACES,
+    TRACES_DIR,
+    BlockCache,
+    FleetRequest,
+    load_trace,
+    prefix_blocks_seen,
+    simulate_fleet,
+)
+from course_lib.hashing import block_hashes
+from course_lib.simulator import PrefixCacheSimulator
+
+SHA256 = {
+    "conversation": "b8cbb061a85206d729d91cdc2981f43c9e0d99209dce588d3af5f7934408b9df",
+    "synthetic": "bd070915a98fc0ed264d7cfef2ce746002eb3076a695ec31ba2674c0111ec131",
+}
+
+
+@pytest.fixture(scope="module")
+def conversation():
+    return load_trace("conversation")
+
+
+@pytest.mark.parametrize("name", sorted(TRACES))
+def test_shipped_traces_are_the_published_files(name):
+    data = gzip.decompress((TRACES_DIR / TRACES[name]).read_bytes())
+    assert hashlib.sha256(data).hexdigest() == SHA256[name]
+    lines = data.decode().splitlines()
+    assert len(load_trace(name)) == len(lines) == {"conversation": 12031, "synthetic": 3993}[name]
+    first = json.loads(lines[0])
+    assert len(first["hash_ids"]) == -(-first["input_length"] // MOONCAKE_BLOCK_TOKENS)
+    assert (TRACES_DIR / "LICENSE-APACHE").read_text().startswith("\n                                 Apache License")
+
+
+def _token_workload(seed: int, block_size: int) -> list[list[int]]:
+    """Chat-like prompts: shared system prompts, growing conversations, random tails."""
+    rng = random.Random(seed)
+    systems = [[rng.randrange(1000) for _ in range(rng.randrange(3, 20))] for _ in range(3)]
+    convs: list[list[int]] = []
+    prompts = []
+    for _ in range(120):
+        if convs and rng.random() < 0.6:
+            c = rng.choice(convs)
+            c += [rng.randrange(1000) for _ in range(rng.randrange(1, 9))]
+        else:
+            c = list(rng.choice(systems)) + [rng.randrange(1000) for _ in range(rng.randrange(1, 9))]
+            convs.append(c)
+        prompts.append(list(c))
+    return prompts
+
+
+def _as_fleet_requests(prompts: list[list[int]], block_size: int) -> list[FleetRequest]:
+    """Token prompts as block ids: one id per distinct chained block hash, a fresh id per partial block."""
+    ids: dict[bytes, int] = {}
+    out = []
+    for p in prompts:
+        hs = [ids.setdefault(h, len(ids)) for h in block_hashes(p, block_size)]
+        if len(p) % block_size:
+            hs.append(10**9 + len(out))  # the partial last block: never cached
+        out.append(FleetRequest(tuple(hs), len(p)))
+    return out
+
+
+@pytest.mark.parametrize("seed,capacity_blocks", [(0, 6), (1, 12), (2, 40), (3, 1000)])
+def test_one_replica_is_the_course_simulator(seed, capacity_blocks):
+    bs = 4
+    prompts = _token_workload(seed, bs)
+    requests = _as_fleet_requests(prompts, bs)
+    sim = PrefixCacheSimulator(num_gpu_blocks=capacity_blocks + 1, block_size=bs)
+    expected = []
+    for p in prompts:
+        if -(-len(p) // bs) > capacity_blocks:
+            expected.append(sim.lookup(p))  # the simulator refuses; the fleet counts the lookup
+        else:
+            expected.append(sim.process(p))
+    for policy in ("round_robin", "pooled", "cache_aware", "kv_aware"):
+        result = simulate_fleet(requests, 1, capacity_blocks * bs, policy, block_size=bs)
+        assert result.cached_per_request == expected, policy
+    assert sum(expected) > 0  # the workload does hit
+
+
+def test_block_cache_free_queue_matches_the_simulator():
+    bs = 4
+    prompts = _token_workload(5, bs)
+    requests = _as_fleet_requests(prompts, bs)
+    sim = PrefixCacheSimulator(num_gpu_blocks=9, block_size=bs)
+    cache = BlockCache(8, bs)
+    for p, r in zip(prompts, requests):
+        if -(-len(p) // bs) > 8:
+            continue
+        assert cache.process(r.hash_ids, r.input_length) == sim.process(p)
+        assert cache.free_queue() == sim.free_queue()
+
+
+def test_pooled_with_room_for_everything_is_prefix_blocks_seen(conversation):
+    bs = MOONCAKE_BLOCK_TOKENS
+    seen: set[int] = set()
+    hits = queries = 0
+    for req in conversation:  # computed here, independently of course_lib.fleet
+        k = 0
+        while k < (req.input_length - 1) // bs and req.hash_ids[k] in seen:
+            k += 1
+        hits += k * bs
+        queries += req.input_length
+        seen.update(req.hash_ids[: req.input_length // bs])
+    total_blocks = sum(-(-r.input_length // bs) for r in conversation)
+    result = simulate_fleet(conversation, 4, total_blocks * bs, "pooled")
+    assert result.cached_tokens == hits and result.input_tokens == queries
+    assert result.hit_rate == pytest.approx(hits / queries) == pytest.approx(prefix_blocks_seen(conversation))
+    assert 0.3 < result.hit_rate < 0.4  # well below Table 2's 40%: the trace starts cold
+
+
+def test_round_robin_is_independent_replicas(conversation):
+    requests = conversation[:3000]
+    n, cap = 3, 400 * MOONCAKE_BLOCK_TOKENS
+    fleet = simulate_fleet(requests, n, cap, "round_robin")
+    for r in range(n):
+        alone = simulate_fleet(requests[r::n], 1, cap, "round_robin")
+        assert fleet.per_replica[r] == alone.per_replica[0]
+    assert fleet.assignments[:6] == [0, 1, 2, 0, 1, 2]
+
+
+def test_policies_keep_their_promises(conversation):
+    requests = conversation[:4000]
+    cap = 2000 * MOONCAKE_BLOCK_TOKENS
+    results = {p: simulate_fleet(requests, 4, cap, p) for p in POLICIES}
+    for p, res in results.items():
+        assert res.requests == len(requests) and res.input_tokens == sum(r.input_length for r in requests), p
+        assert all(c <= r.input_length - 1 for c, r in zip(res.cached_per_request, requests)), p
+    # consistent_hash: one conversation key, one replica
+    by_key: dict[tuple[int, ...], set[int]] = {}
+    for req, r in zip(requests, results["consistent_hash"].assignments):
+        by_key.setdefault(req.hash_ids[:2], set()).add(r)
+    assert all(len(s) == 1 for s in by_key.values())
+    # random is seeded; prefix-aware policies beat blind ones on this trace
+    assert simulate_fleet(requests, 4, cap, "random", seed=1).assignments == simulate_fleet(requests, 4, cap, "random", seed=1).assignments
+    blind = max(results["round_robin"].hit_rate, results["random"].hit_rate)
+    assert results["cache_aware"].hit_rate > blind and results["kv_aware"].hit_rate > blind
+    assert results["pooled"].hit_rate > results["round_robin"].hit_rate
+
+
+def test_kv_aware_index_follows_store_and_remove_events(conversation):
+    stored: dict[int, set[int]] = {}
+    caches = []
+    for r in range(2):
+        caches.append(BlockCache(300, on_store=lambda h, r=r: stored.setdefault(r, set()).add(h),
+                                 on_remove=lambda h, r=r: stored[r].remove(h)))  # fmt: skip
+    for i, req in enumerate(conversation[:2000]):
+        caches[i % 2].process(req.hash_ids, req.input_length)
+    assert [stored[r] for r in range(2)] == [c.cached_ids() for c in caches]
+
+
+def test_concurrency_lets_load_balance_trigger():
+    # 200 requests of one prefix: with 100 in flight, abs threshold 64 is crossed
+    reqs = [FleetRequest((1, 2, 3), 3 * 512 + 10) for _ in range(200)]
+    seq = simulate_fleet(reqs, 2, 10_000, "cache_aware")
+    conc = simulate_fleet(reqs, 2, 10_000, "cache_aware", concurrency=100)
+    assert seq.per_replica[1].requests == 0  # everything follows the prefix
+    assert conc.per_replica[1].requests > 0  # imbalance sends some to the idle replica
+
+
+def test_errors_are_clear():
+    with pytest.raises(CourseError, match="unknown policy"):
+        simulate_fleet([], 2, 10_000, "fastest")
+    with pytest.raises(CourseError, match="less than one block"):
+        simulate_fleet([], 2, 100, "round_robin")
+    with pytest.raises(CourseError, match="no trace"):
+        load_trace("/no/such/trace.jsonl")
+
+
+def test_cli_json_and_table(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(json.dumps({"input_length": 1100, "hash_ids": [7, 8, i]}) for i in range(5)))
+    out = subprocess.run([sys.executable, "-m", "course_lib.cli", "fleet", "--trace", str(path), "--replicas", "2",
+                          "--capacity-tokens", "4096", "--policy", "round_robin", "--json"],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    data = json.loads(out.stdout)
+    # 5 requests of 1100 tokens (2 full blocks); replica 0 gets requests 0, 2, 4 and hits
+    # 2 blocks on the 2nd and 3rd of them; replica 1 gets 1 and 3 and hits on the 2nd.
+    assert data["requests"] == 5 and data["cached_tokens"] == 3 * 2 * 512
+    assert data["hit_rate"] == pytest.approx(3 * 1024 / 5500)
+    assert data["per_replica"] == [
+        {"requests": 3, "input_tokens": 3300, "cached_tokens": 2048},
+        {"requests": 2, "input_tokens": 2200, "cached_tokens": 1024},
+    ]
+    table = subprocess.run([sys.executable, "-m", "course_lib.cli", "fleet", "--trace", "synthetic", "--replicas", "2",
+                            "--policy", "kv_aware"], capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "3993 requests" in table and "fleet hit rate" in table
+    conv = json.loads(subprocess.run([sys.executable, "-m", "course_lib.cli", "fleet", "--trace", "conversation",
+                                      "--replicas", "3", "--policy", "consistent_hash", "--json"],
+                                     capture_output=True, text=True, check=True).stdout)  # fmt: skip
+    assert conv["requests"] == 12031 and len(conv["per_replica"]) == 3
+    assert sum(r["requests"] for r in conv["per_replica"]) == 12031
+    assert conv["hit_rate"] == pytest.approx(sum(r["cached_tokens"] for r in conv["per_replica"]) / conv["input_tokens"], abs=1e-6)
