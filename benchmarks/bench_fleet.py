@@ -12,7 +12,8 @@ import argparse
 import statistics
 import time
 
-from course_lib.fleet import POLICIES, load_trace, simulate_fleet
+from course_lib.fleet import POLICIES, simulate_fleet
+from course_lib.traces import load_trace
 
 TARGET_S = 5.0
 

@@ -13,7 +13,14 @@ come from vLLM's own counters (``course_lib.metrics``).
   falls back to routing without the cache.
 - No response header names the backend, so requests are attributed from each server's
   ``vllm:request_success_total`` increase and from the router's own
-  ``vllm_router_policy_decisions_total{policy,worker}`` on its Prometheus port.
+  ``vllm_router_policy_decisions_total{policy,worker}`` on its Prometheus port. ``kv_aware``
+  does not count there: it records ``vllm_router_prefix_routing_decisions_total{policy,
+  stage,outcome}`` instead (``src/metrics.rs`` and ``src/policies/kv_aware.rs`` in
+  vllm-router 0.1.17), with no worker label; ``outcome="prefix_cost"`` means it used the cache.
+- ``kv_aware`` gives no cache credit to a request with a ``cache_salt``: KV events do not
+  carry the salt, so the router cannot tell salted blocks apart (``credit_fallback`` in
+  ``src/policies/kv_aware.rs``) and routes such requests by load alone. Workloads here are
+  made cold with a tag at the start of every prompt (``tenant_workload(tag=...)``) instead.
 - Every process is stopped by its process-group id on exit, after an exception or a
   ``KeyboardInterrupt`` too, and on interpreter exit; servers and router also die with
   the Python process that started them (Linux parent-death signal).
@@ -33,7 +40,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from course_lib.engine import CourseError
 from course_lib.metrics import MetricsSnapshot, parse_metrics, scrape
@@ -42,6 +49,7 @@ from course_lib.server import HOST, VLLMServer, _tail, free_port
 ROUTER_STOP_TIMEOUT_S = 10.0
 REQUEST_SUCCESS = "vllm:request_success_total"
 ROUTER_DECISIONS = "vllm_router_policy_decisions_total"
+ROUTER_PREFIX_DECISIONS = "vllm_router_prefix_routing_decisions_total"
 ROUTER_POLICIES = ("round_robin", "random", "consistent_hash", "cache_aware", "kv_aware", "power_of_two")
 
 # The router runs as `python -c` so that it too gets the parent-death signal.
@@ -91,7 +99,8 @@ class RouterFleet:
     ``kv_events=True`` makes each server publish KV-cache events on a Unix socket
     (``ipc://``: reachable only on this machine, in a directory only this user can enter)
     and relays them to the router, which accepts only ``tcp://`` sources, through
-    ``course_lib.kv_events.LoopbackRelay`` on ``127.0.0.1``; ``kv_aware`` needs them. ``server_kwargs`` go to every ``VLLMServer``.
+    ``course_lib.kv_events.LoopbackRelay`` on ``127.0.0.1``; ``kv_aware`` needs them. ``server_kwargs`` go to every
+    ``VLLMServer``; ``server_env[i]`` holds environment variables for server ``i`` only.
     """
 
     def __init__(
@@ -104,6 +113,7 @@ class RouterFleet:
         progress: bool | Callable[[str], None] = True,
         router_args: Sequence[str] = (),
         kv_event_model: str | None = None,
+        server_env: Sequence[Mapping[str, str]] = (),
         **server_kwargs: Any,
     ) -> None:
         if not 1 <= n <= 4:
@@ -116,6 +126,9 @@ class RouterFleet:
         self.router_args = list(router_args)
         self.kv_event_model = kv_event_model
         self.server_kwargs = server_kwargs
+        if len(server_env) > n:
+            raise CourseError(f"server_env has {len(server_env)} entries for {n} servers")
+        self.server_env = [dict(e) for e in server_env] + [{} for _ in range(n - len(server_env))]
         self.servers: list[VLLMServer] = []
         self.router: subprocess.Popen[bytes] | None = None
         self.router_port: int | None = None
@@ -176,7 +189,8 @@ class RouterFleet:
                     extra += ["--kv-events-config", json.dumps(kv_events_config(self.event_endpoint(i)))]
                 kwargs = dict(self.server_kwargs)
                 extra += list(kwargs.pop("extra_args", ()))
-                srv = VLLMServer(startup_timeout=self.startup_timeout, progress=False, extra_args=extra, **kwargs)
+                srv = VLLMServer(startup_timeout=self.startup_timeout, progress=False, extra_args=extra,
+                                 env=self.server_env[i], **kwargs)  # fmt: skip
                 self.servers.append(srv)
                 srv.start(wait=False)
             self._say(f"starting {self.n} vLLM servers (logs: {', '.join(str(s.log_path) for s in self.servers)}) ...")
@@ -281,15 +295,29 @@ class RouterFleet:
         """Every server's ``/metrics``, parsed."""
         return [scrape(s.base_url) for s in self.servers]
 
-    def router_decisions(self) -> dict[str, float]:
-        """The router's ``vllm_router_policy_decisions_total`` per worker URL (all policies)."""
+    def scrape_router(self) -> MetricsSnapshot:
+        """The router's own Prometheus metrics, parsed."""
         import httpx
 
-        text = httpx.get(f"http://{HOST}:{self.metrics_port}/metrics", timeout=10).text
-        snap = parse_metrics(text)
+        return parse_metrics(httpx.get(f"http://{HOST}:{self.metrics_port}/metrics", timeout=10).text)
+
+    def router_decisions(self, snap: MetricsSnapshot | None = None) -> dict[str, float]:
+        """The router's ``vllm_router_policy_decisions_total`` per worker URL (every policy but ``kv_aware``)."""
+        snap = snap or self.scrape_router()
         out = {url: 0.0 for url in self.worker_urls}
         for s in snap.series(ROUTER_DECISIONS):
             out[s.labels.get("worker", "?")] = out.get(s.labels.get("worker", "?"), 0.0) + s.value
+        return out
+
+    def prefix_outcomes(self, snap: MetricsSnapshot | None = None) -> dict[str, float]:
+        """``kv_aware``'s decisions by outcome (``vllm_router_prefix_routing_decisions_total``):
+        ``prefix_cost`` used the cache index; ``cache_salt``, ``missing_tokens``,
+        ``unverified_identity`` and the like fell back to load alone."""
+        snap = snap or self.scrape_router()
+        out: dict[str, float] = {}
+        for s in snap.series(ROUTER_PREFIX_DECISIONS):
+            if s.labels.get("policy") == "kv_aware":
+                out[s.labels.get("outcome", "?")] = out.get(s.labels.get("outcome", "?"), 0.0) + s.value
         return out
 
 
@@ -340,23 +368,29 @@ class TenantRequest:
     messages: list[dict[str, str]] = field(hash=False)
 
 
-def tenant_prompt(tenant: int, words: int = 420) -> str:
-    """Tenant ``tenant``'s private system prompt: ``words`` pseudo-English words, fixed by its number."""
+def tenant_prompt(tenant: int, words: int = 420, tag: str = "") -> str:
+    """Tenant ``tenant``'s private system prompt: ``words`` pseudo-English words, fixed by its number,
+    after ``[tag]`` if a tag is given."""
     rng = random.Random(f"tenant-{tenant}")
     body = " ".join(rng.choice(_WORDS) for _ in range(words))
-    return f"You are the assistant of company number {tenant}. Its handbook follows. {body}"
+    head = f"[{tag}] " if tag else ""
+    return f"{head}You are the assistant of company number {tenant}. Its handbook follows. {body}"
 
 
-def tenant_workload(n_tenants: int = 7, questions: int = 4, *, words: int = 420, seed: int = 0) -> list[TenantRequest]:
+def tenant_workload(
+    n_tenants: int = 7, questions: int = 4, *, words: int = 420, seed: int = 0, tag: str = ""
+) -> list[TenantRequest]:
     """``n_tenants`` tenants, each with a private ~``words``-word system prompt, asking ``questions`` questions.
 
     The order is shuffled with ``seed``: strict interleaving of an even tenant count would
     make round robin look perfect (each tenant always lands on the same replica), which
-    is why the default count is odd.
+    is why the default count is odd. A ``tag`` starts every system prompt, so the same
+    workload with another tag shares no block with it: a cold run on warm servers. (Not
+    ``cache_salt``: ``kv_aware`` ignores the cache for salted requests, see the module doc.)
     """
     reqs = []
     for t in range(n_tenants):
-        system = tenant_prompt(t, words)
+        system = tenant_prompt(t, words, tag)
         for q in range(questions):
             messages = [{"role": "system", "content": system},
                         {"role": "user", "content": _QUESTIONS[q % len(_QUESTIONS)]}]  # fmt: skip
@@ -388,6 +422,7 @@ class WorkloadResult:
     replicas: list[ReplicaMeasure]
     usage: list[tuple[str, int, int]]  # (tenant, prompt_tokens, cached_tokens) per request, in send order
     elapsed_s: float
+    prefix_outcomes: dict[str, int] = field(default_factory=dict)  # kv_aware's decisions by outcome
 
     @property
     def hit_rate(self) -> float:
@@ -408,25 +443,24 @@ def run_workload(
     *,
     concurrency: int = 8,
     max_tokens: int = 1,
-    cache_salt: str | None = None,
     session_header: bool = True,
 ) -> WorkloadResult:
     """Send ``requests`` through the router, ``concurrency`` at a time; measure from ``/metrics``.
 
-    ``cache_salt`` gives the run a cache space of its own (cold start on warm servers).
     ``session_header`` sends ``x-session-id: TENANT`` (the key vllm-router's
-    ``consistent_hash`` uses; other policies ignore it).
+    ``consistent_hash`` uses; other policies ignore it). For a cold run on warm servers,
+    build the workload with its own ``tag`` (``tenant_workload``).
     """
     import httpx
 
-    before, dec_before = fleet.scrape_servers(), fleet.router_decisions()
+    router_before = fleet.scrape_router()
+    before, dec_before = fleet.scrape_servers(), fleet.router_decisions(router_before)
+    out_before = fleet.prefix_outcomes(router_before)
     t0 = time.monotonic()
 
     def send(req: TenantRequest) -> tuple[str, int, int]:
         body: dict[str, Any] = {"model": fleet.model_name, "messages": req.messages, "max_tokens": max_tokens,
                                 "temperature": 0.0}  # fmt: skip
-        if cache_salt:
-            body["cache_salt"] = cache_salt
         headers = {"x-session-id": req.tenant} if session_header else {}
         r = httpx.post(fleet.base_url + "/v1/chat/completions", json=body, headers=headers, timeout=300)
         if r.status_code != 200:
@@ -438,20 +472,22 @@ def run_workload(
     with cf.ThreadPoolExecutor(max_workers=concurrency) as pool:
         usage = list(pool.map(send, requests))
     elapsed = time.monotonic() - t0
-    after, dec_after = fleet.scrape_servers(), fleet.router_decisions()
+    router_after = fleet.scrape_router()
+    after, dec_after = fleet.scrape_servers(), fleet.router_decisions(router_after)
+    outcomes = {k: round(v - out_before.get(k, 0.0)) for k, v in fleet.prefix_outcomes(router_after).items()}
     replicas = []
     for url, b, a in zip(fleet.worker_urls, before, after):
         replicas.append(ReplicaMeasure(
             url, round(_delta(b, a, REQUEST_SUCCESS)), round(_delta(b, a, "vllm:prefix_cache_queries_total")),
             round(_delta(b, a, "vllm:prefix_cache_hits_total")), round(dec_after.get(url, 0) - dec_before.get(url, 0)),
         ))  # fmt: skip
-    return WorkloadResult(fleet.policy, replicas, usage, elapsed)
+    return WorkloadResult(fleet.policy, replicas, usage, elapsed, {k: v for k, v in outcomes.items() if v})
 
 
 def workload_as_fleet_requests(server: VLLMServer, requests: Sequence[TenantRequest], block_size: int) -> list:
     """The workload as ``course_lib.fleet`` requests: the server's own prompt token ids, hashed
     by ``course_lib.hashing`` into block ids (one id per distinct chained hash), tenant as session."""
-    from course_lib.fleet import FleetRequest
+    from course_lib.traces import FleetRequest
     from course_lib.hashing import block_hashes
 
     ids: dict[bytes, int] = {}

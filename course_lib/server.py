@@ -37,7 +37,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from course_lib.model import MARKER_FILE, MODEL_VERSION
 from course_lib.engine import CourseError, default_model, detect_device, engine_defaults, prepare_environment
@@ -157,7 +157,8 @@ class VLLMServer:
     In a notebook, where one ``with`` cannot span cells: ``server = VLLMServer().start()``
     and ``server.stop()`` in the last cell (``atexit`` and the parent-death signal cover
     a kernel that dies first). ``engine_overrides`` are vLLM engine arguments on top of
-    the course's defaults, as for ``make_llm``; ``extra_args`` are raw server flags.
+    the course's defaults, as for ``make_llm``; ``extra_args`` are raw server flags;
+    ``env`` sets environment variables for this server only (e.g. ``VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES``).
     """
 
     def __init__(
@@ -171,6 +172,7 @@ class VLLMServer:
         progress: bool | Callable[[str], None] = True,
         extra_args: Sequence[str] = (),
         python: str | None = None,
+        env: Mapping[str, str] | None = None,
         **engine_overrides: Any,
     ) -> None:
         self.device = detect_device()
@@ -188,6 +190,7 @@ class VLLMServer:
         self._progress = progress
         self.extra_args = list(extra_args)
         self.python = python or sys.executable
+        self.env = dict(env or {})
         self.engine_kwargs = engine_defaults(self.device) | engine_overrides
         self.process: subprocess.Popen[bytes] | None = None
         self.startup_s: float | None = None
@@ -255,6 +258,7 @@ class VLLMServer:
         env["VLLM_LOGGING_LEVEL"] = os.environ.get("COURSE_SERVER_LOG_LEVEL", "INFO")
         env["COURSE_SERVER_PARENT_PID"] = str(os.getpid())
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.env)
         start = time.monotonic()
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(

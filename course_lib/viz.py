@@ -6,6 +6,10 @@ and says in its docstring which notebook uses it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:  # plotly is imported inside each function: importing course_lib stays fast
+    import plotly.graph_objects as go
 
 # --- metrics (notebook 06) ---
 
@@ -223,7 +227,6 @@ def scenario_figure(comparison: "Any") -> "go.Figure":
     Left: tokens per request, split into cached (from vLLM) and prefilled.
     Right: median TTFT per request. Takes a ``course_lib.scenario.ScenarioComparison``.
     """
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     off, on = comparison.off[0], comparison.on[0]
@@ -448,12 +451,14 @@ def block_pool_figure(steps: "list[tuple[str, list[tuple[int, str]], dict[int, s
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    xs, ys, labels = [], [], []
+    xs, ys, labels, shapes = [], [], [], []
     width = max((len(state) for _, state, _ in steps), default=1)
     for r, (_, state, owners) in enumerate(steps):
         for block_id, status in state:
-            fig.add_shape(type="rect", x0=block_id + 0.05, x1=block_id + 0.95, y0=-r - 0.9, y1=-r - 0.1,
-                          fillcolor=_POOL_COLORS[status], layer="below", line={"color": "black", "width": 1})  # fmt: skip
+            # Collected and set once: fig.add_shape re-validates every shape so far (quadratic).
+            shapes.append({"type": "rect", "x0": block_id + 0.05, "x1": block_id + 0.95, "y0": -r - 0.9,
+                           "y1": -r - 0.1, "fillcolor": _POOL_COLORS[status], "layer": "below",
+                           "line": {"color": "black", "width": 1}})  # fmt: skip
             xs.append(block_id + 0.5)
             ys.append(-r - 0.5)
             labels.append(f"<b>{block_id}</b><br>{owners.get(block_id, '')}")
@@ -464,6 +469,7 @@ def block_pool_figure(steps: "list[tuple[str, list[tuple[int, str]], dict[int, s
                         marker={"color": color, "size": 12, "symbol": "square", "line": {"color": "black", "width": 1}})  # fmt: skip
     fig.update_layout(
         title=title,
+        shapes=shapes,
         xaxis={"range": [0, width], "title": "block id in the pool (0 = the null block)", "showgrid": False,
                "zeroline": False, "tickvals": [i + 0.5 for i in range(width)], "ticktext": [str(i) for i in range(width)]},
         yaxis={"range": [-len(steps), 0], "tickvals": [-r - 0.5 for r in range(len(steps))],

@@ -37,3 +37,22 @@ def server():
 
     with VLLMServer(progress=False) as srv:
         yield srv
+
+
+@pytest.fixture(scope="session")
+def kv_fleet():
+    """Two live servers that publish KV-cache events, behind vllm-router (round_robin to start).
+
+    Shared by test_kv_events and test_router (started on first use; test_router's last test
+    stops it and checks every process is gone). Server 0 publishes vLLM's default 64-bit
+    integer hashes, server 1 the raw 32-byte hashes (``VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES=0``).
+    """
+    from course_lib.router import RouterFleet
+
+    fleet = RouterFleet(2, policy="round_robin", kv_events=True, progress=False,
+                        server_env=[{"VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES": "1"},
+                                    {"VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES": "0"}]).start()  # fmt: skip
+    try:
+        yield fleet
+    finally:
+        fleet.stop()

@@ -113,8 +113,9 @@ def test_figures_label_every_axis_with_its_unit(fresh_llm):
     assert list(fig.data[0].y) == pytest.approx([10, 20])
     fig = viz.cold_warm_figure({"cold": t[0], "warm": K.Timing(32, 0, 4, 0.004, 0.005)})
     assert list(fig.data[0].y) == pytest.approx([10, 4]) and "ms" in fig.layout.yaxis.title.text
-    snap = K.pool_snapshot(fresh_llm)
+    snap = K.pool_snapshot(fresh_llm)[:8]  # a figure for small pools: the first 8 blocks
     fig = viz.block_pool_figure([("idle", snap, {})])
+    assert len(fig.layout.shapes) == 8 and fig.layout.shapes[0].fillcolor == viz._POOL_COLORS["null"]
     assert fig.layout.xaxis.title.text.startswith("block id") and fig.layout.meta[0] == dict(snap)
 
 

@@ -1,17 +1,15 @@
 """course_lib.kv_events against live vLLM servers: the published block hashes are course_lib.hashing's.
 
-Two servers (started together, ~2.5 GB each): one with the default
-VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES=1 (hashes on the wire are the low 64 bits), one with 0
-(the raw 32-byte hashes). Both publish on ipc:// endpoints in a private directory; the
-loopback relay is checked to bind 127.0.0.1 only and to pass the same messages on.
+The two servers of the session's fleet (conftest.kv_fleet, ~2.5 GB each; test_router uses
+it too): one with the default VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES=1 (hashes on the wire are
+the low 64 bits), one with 0 (the raw 32-byte hashes). Both publish on ipc:// endpoints in a
+private directory; the loopback relay is checked to bind 127.0.0.1 only and to pass the same
+messages on.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import socket
-import tempfile
 import time
 
 import httpx
@@ -23,41 +21,17 @@ from course_lib.kv_events import (
     KVEventSubscriber,
     LoopbackRelay,
     index_from_events,
-    kv_events_config,
     published_hash,
     stored_hashes,
 )
-from course_lib.router import poll_ready
 from course_lib.server import VLLMServer
 
 
 @pytest.fixture(scope="module")
-def servers():
-    tmp = tempfile.mkdtemp(prefix="kv-events-test-")
-    os.chmod(tmp, 0o700)
-    started = {}
-    old = os.environ.get("VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES")
-    try:
-        for use_int in (True, False):
-            endpoint = f"ipc://{tmp}/ev-{int(use_int)}.sock"
-            os.environ["VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES"] = "1" if use_int else "0"
-            srv = VLLMServer(progress=False, extra_args=["--kv-events-config", json.dumps(kv_events_config(endpoint))])
-            srv.start(wait=False)
-            started[use_int] = (srv, endpoint)
-    finally:
-        if old is None:
-            os.environ.pop("VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES", None)
-        else:
-            os.environ["VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES"] = old
-    try:
-        t0 = time.monotonic()
-        for srv, _ in started.values():
-            while not poll_ready(srv, t0):  # RouterFleet's readiness check
-                time.sleep(0.5)
-        yield started
-    finally:
-        for srv, _ in started.values():
-            srv.stop()
+def servers(kv_fleet):
+    """use_int -> (server, its event endpoint): the session's two-server fleet (conftest.kv_fleet)."""
+    return {True: (kv_fleet.servers[0], kv_fleet.event_endpoint(0)),
+            False: (kv_fleet.servers[1], kv_fleet.event_endpoint(1))}  # fmt: skip
 
 
 def _complete(srv: VLLMServer, tokens: list[int]) -> int:

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import nbformat
-import pytest
 
 from course_lib.nbgrader_source import nbgrader_notebook
 from course_lib.notebook_export import BEGIN

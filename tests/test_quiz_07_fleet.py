@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from course_lib import quiz as Q
-from course_lib.fleet import BlockCache, FleetRequest, FleetResult, ReplicaStats, simulate_fleet
+from course_lib.fleet import BlockCache, FleetResult, ReplicaStats, simulate_fleet
+from course_lib.traces import FleetRequest
 
 QUIZ = Q.load_quiz("07_fleet")
 
@@ -59,7 +60,7 @@ def test_local_caches_can_beat_the_pool_on_a_request_but_not_on_the_trace():
     pooled = simulate_fleet(reqs, 2, 4 * 32, "pooled", **kw)
     assert local.cached_per_request[-1] == 32 and pooled.cached_per_request[-1] == 0
     assert "Neither" in _correct_choice("pooled_bound")
-    from course_lib.fleet import load_trace
+    from course_lib.traces import load_trace
 
     trace = load_trace("conversation", limit=4000)
     cap = 1500 * 512

@@ -1,9 +1,10 @@
-"""course_lib.router: two live vLLM servers behind vllm-router, round_robin against cache_aware.
+"""course_lib.router: two live vLLM servers behind vllm-router; round_robin against the
+prefix-aware policies cache_aware and kv_aware (the latter fed by the servers' KV-cache events).
 
-One module-scoped fleet (two servers, ~2.5 GB each) serves both policies: the router is
-restarted between them (under a second) and each run gets its own ``cache_salt``, so it
-starts cold on warm servers. The last test stops the fleet and checks by pid that every
-process of every group is gone.
+The session's fleet (conftest.kv_fleet: two servers, ~2.5 GB each, shared with
+test_kv_events) serves every policy: the router is restarted between them (under a second)
+and each run's prompts carry their own tag, so each starts cold on warm servers. The last
+test stops the fleet and checks by pid that every process of every group is gone.
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ import pytest
 
 from course_lib.engine import CourseError
 from course_lib.fleet import simulate_fleet
+from course_lib.traces import prefix_blocks_seen
 from course_lib.router import RouterFleet, run_workload, tenant_workload, workload_as_fleet_requests
 
-WORKLOAD = tenant_workload(n_tenants=5, questions=3, words=200, seed=1)
+# (policy, requests in flight): kv_aware runs one request at a time, see test_kv_aware_...
+RUNS = (("round_robin", 4), ("cache_aware", 4), ("kv_aware", 1))
+WORKLOADS = {p: tenant_workload(n_tenants=5, questions=3, words=200, seed=1, tag=f"test-{p}") for p, _ in RUNS}
+N = len(WORKLOADS["round_robin"])
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -35,35 +40,36 @@ def _group_members(pgid: int) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def fleet():
-    f = RouterFleet(2, policy="round_robin", progress=False).start()
-    try:
-        yield f
-    finally:
-        f.stop()
+def fleet(kv_fleet):
+    return kv_fleet
 
 
 @pytest.fixture(scope="module")
 def runs(fleet):
     out = {}
-    for policy in ("round_robin", "cache_aware"):
+    for policy, concurrency in RUNS:
         if fleet.policy != policy:
             fleet.set_policy(policy)
-        out[policy] = run_workload(fleet, WORKLOAD, concurrency=4, cache_salt=f"test-router-{policy}")
+        out[policy] = run_workload(fleet, WORKLOADS[policy], concurrency=concurrency)
     return out
 
 
 def test_every_request_is_counted_once_on_some_replica(runs):
     for policy, res in runs.items():
-        assert sum(r.requests for r in res.replicas) == len(WORKLOAD), policy
-        assert sum(r.router_decisions for r in res.replicas) == len(WORKLOAD), policy
+        assert sum(r.requests for r in res.replicas) == N, policy
         assert sum(r.prompt_tokens for r in res.replicas) == sum(u[1] for u in res.usage), policy
         assert sum(r.cached_tokens for r in res.replicas) == sum(u[2] for u in res.usage), policy
+        if policy == "kv_aware":  # counted by outcome, not by worker (vllm-router's src/metrics.rs)
+            assert sum(r.router_decisions for r in res.replicas) == 0
+            assert sum(res.prefix_outcomes.values()) == N, res.prefix_outcomes
+        else:
+            assert sum(r.router_decisions for r in res.replicas) == N, policy
+            assert res.prefix_outcomes == {}, policy
 
 
 def test_round_robin_spreads_requests_evenly(runs):
     counts = sorted(r.requests for r in runs["round_robin"].replicas)
-    assert counts == [len(WORKLOAD) // 2, len(WORKLOAD) - len(WORKLOAD) // 2]
+    assert counts == [N // 2, N - N // 2]
 
 
 def test_cache_aware_finds_clearly_more_prefixes(runs):
@@ -71,12 +77,28 @@ def test_cache_aware_finds_clearly_more_prefixes(runs):
     assert ca > rr + 0.1, (rr, ca)
 
 
+def test_kv_aware_finds_every_prefix_from_the_event_index(fleet, runs):
+    """Every kv_aware decision priced the cache ("prefix_cost"): the router had the token ids
+    and an index built from both servers' events (one publishing int hashes, one raw bytes).
+
+    One request at a time, nothing is in flight, so its cost (tokens still to compute x
+    requests running + 1, vllm-router's src/policies/kv_aware.rs) is lowest where the prefix
+    is cached: every request must find all of its prefix that any earlier request computed,
+    the rate of one infinite shared cache, computed here from the server's own token ids.
+    (With several requests in flight the same cost prefers an idle replica: notebook 07.)"""
+    res = runs["kv_aware"]
+    assert res.prefix_outcomes == {"prefix_cost": N}
+    bs = fleet.servers[0].engine_kwargs["block_size"]
+    bound = prefix_blocks_seen(workload_as_fleet_requests(fleet.servers[0], WORKLOADS["kv_aware"], bs), bs)
+    assert res.hit_rate == pytest.approx(bound, abs=1e-9), (res.hit_rate, bound, res.usage)
+
+
 def test_simulator_predicts_round_robin(fleet, runs):
     """round_robin is deterministic given the arrival order; the simulator replays it on the
     server's own token ids. Concurrency can only lower the live rate (a request whose prefix
     is still being computed elsewhere misses), so live <= simulated."""
     bs = fleet.servers[0].engine_kwargs["block_size"]
-    reqs = workload_as_fleet_requests(fleet.servers[0], WORKLOAD, bs)
+    reqs = workload_as_fleet_requests(fleet.servers[0], WORKLOADS["round_robin"], bs)
     assert [r.input_length for r in reqs] == [u[1] for u in runs["round_robin"].usage]
     sim = simulate_fleet(reqs, 2, 10**6, "round_robin", block_size=bs, concurrency=4)
     assert runs["round_robin"].hit_rate <= sim.hit_rate + 1e-9

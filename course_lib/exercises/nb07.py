@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from course_lib.exercises import ExerciseResult, verdict
-from course_lib.fleet import FleetRequest, simulate_fleet
+from course_lib.fleet import simulate_fleet
+from course_lib.traces import FleetRequest
 
 #: The policies the exercise asks about (pooled is not a router policy: it is the bound).
 CANDIDATES = ("round_robin", "random", "consistent_hash", "cache_aware", "kv_aware")
