@@ -58,9 +58,14 @@ lab-instructor:
 	@test -f $(GPU_STAMP) || $(MAKE) --no-print-directory setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
 
+# Two pytest workers (pytest-xdist): much of the suite waits on servers starting and on
+# notebooks' kernels, so two share 2 cores well. Each test file (each notebook) stays whole on one
+# worker, and files that share a live fleet or server go together (tests/conftest.py).
+# `make test PYTEST_WORKERS=0` runs everything in one process.
+PYTEST_WORKERS ?= 2
 test:
 	@test -f $(GPU_STAMP) || $(MAKE) --no-print-directory setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadgroup)
 
 check:
 	@test -f $(GPU_STAMP) || $(MAKE) --no-print-directory setup

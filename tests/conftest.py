@@ -8,8 +8,31 @@ about 1-3 s once the first one has loaded vLLM.
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 
 import pytest
+
+# Test files that must run on the same pytest-xdist worker, because they share a session
+# fixture that starts live processes (started once per worker that uses it).
+_SHARED_GROUPS = {
+    "test_kv_events.py": "kv_fleet",  # two servers + vllm-router
+    "test_router.py": "kv_fleet",
+    "test_metrics.py": "server",  # one OpenAI server
+    "test_server.py": "server",
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under ``pytest -n N --dist loadgroup`` (``make test``): keep each file whole on one worker.
+
+    A notebook's cells share one kernel and must run in order on one worker; a test module's
+    module-scoped fixtures (an engine, a fleet) would otherwise start once per worker. Runs
+    before pytest-xdist's own hook, which reads the ``xdist_group`` marks.
+    """
+    for item in items:
+        path = Path(str(item.fspath))
+        item.add_marker(pytest.mark.xdist_group(_SHARED_GROUPS.get(path.name, path.name)))
 
 
 @pytest.fixture(scope="session")
