@@ -444,12 +444,15 @@ def run_workload(
     concurrency: int = 8,
     max_tokens: int = 1,
     session_header: bool = True,
+    pause_s: float = 0.0,
 ) -> WorkloadResult:
     """Send ``requests`` through the router, ``concurrency`` at a time; measure from ``/metrics``.
 
     ``session_header`` sends ``x-session-id: TENANT`` (the key vllm-router's
     ``consistent_hash`` uses; other policies ignore it). For a cold run on warm servers,
-    build the workload with its own ``tag`` (``tenant_workload``).
+    build the workload with its own ``tag`` (``tenant_workload``). ``pause_s`` waits after
+    each answer before that sender's next request: with ``concurrency=1`` it gives the
+    finished request's KV events time to reach ``kv_aware``'s index on a busy machine.
     """
     import httpx
 
@@ -467,6 +470,8 @@ def run_workload(
             raise CourseError(f"the router answered {r.status_code}: {r.text[:300]}")
         usage = r.json()["usage"]
         cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+        if pause_s:
+            time.sleep(pause_s)
         return req.tenant, int(usage["prompt_tokens"]), int(cached)
 
     with cf.ThreadPoolExecutor(max_workers=concurrency) as pool:
