@@ -65,7 +65,7 @@ lab-instructor:
 PYTEST_WORKERS ?= 2
 test:
 	@test -f $(GPU_STAMP) || $(MAKE) --no-print-directory setup
-	$(BIN)/python -m pytest $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadgroup)
+	$(BIN)/python -m pytest $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS))
 
 check:
 	@test -f $(GPU_STAMP) || $(MAKE) --no-print-directory setup

@@ -8,7 +8,6 @@ about 1-3 s once the first one has loaded vLLM.
 from __future__ import annotations
 
 import gc
-from pathlib import Path
 
 import pytest
 
@@ -22,17 +21,23 @@ _SHARED_GROUPS = {
 }
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Under ``pytest -n N --dist loadgroup`` (``make test``): keep each file whole on one worker.
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``pytest -n N`` (``make test``): each test file, and each notebook, whole on one worker.
 
-    A notebook's cells share one kernel and must run in order on one worker; a test module's
-    module-scoped fixtures (an engine, a fleet) would otherwise start once per worker. Runs
-    before pytest-xdist's own hook, which reads the ``xdist_group`` marks.
+    A notebook's cells share one kernel and must run in order on one worker; a module's
+    fixtures (an engine, a fleet) would otherwise start once per worker; files in
+    ``_SHARED_GROUPS`` go together. (pytest-xdist's own ``--dist loadgroup`` marks do not take
+    effect with pytest 9.2, whose nodes no longer keep ``_nodeid``; this hook is xdist's
+    documented way to choose the scheduler.)
     """
-    for item in items:
-        path = Path(str(item.fspath))
-        item.add_marker(pytest.mark.xdist_group(_SHARED_GROUPS.get(path.name, path.name)))
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return _SHARED_GROUPS.get(path.rsplit("/", 1)[-1], path)
+
+    return FileGroups(config, log)
 
 
 @pytest.fixture(scope="session")
