@@ -8,6 +8,7 @@ about 1-3 s once the first one has loaded vLLM.
 from __future__ import annotations
 
 import gc
+import os
 
 import pytest
 
@@ -19,6 +20,32 @@ _SHARED_GROUPS = {
     "test_metrics.py": "server",  # one OpenAI server
     "test_server.py": "server",
 }
+
+
+def _pin_xdist_worker_to_its_cores() -> None:
+    """In pytest-xdist worker ``gwI`` of ``N``: run on every N-th allowed CPU only, from I.
+
+    Children inherit the affinity, so each worker's engines, servers and notebook kernels
+    compute on cores of their own; vLLM sizes its CPU threads from the affinity
+    (``vllm/utils/cpu_resource_utils.py``, ``get_allowed_cpu_list``). Without this, two
+    engines' OpenMP threads contend for the same two cores and the whole run is slower than
+    one worker.
+    """
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker or count < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < count:
+        return
+    mine = set(cpus[int(worker.removeprefix("gw")) :: count])
+    for tid in os.listdir("/proc/self/task"):  # every thread of this process, not just the caller
+        try:
+            os.sched_setaffinity(int(tid), mine)
+        except OSError:
+            pass
+
+
+_pin_xdist_worker_to_its_cores()
 
 
 def pytest_xdist_make_scheduler(config, log):
