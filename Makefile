@@ -58,10 +58,10 @@ lab-instructor:
 	@test -f $(GPU_STAMP) || $(MAKE) --no-print-directory setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
 
-# Two pytest workers (pytest-xdist): much of the suite waits on servers starting and on
-# notebooks' kernels, so two share 2 cores well. Each test file (each notebook) stays whole on one
+# Two pytest workers (pytest-xdist), each pinned to its own cores: much of the suite waits on
+# servers starting and on notebook kernels. Each test file (each notebook) stays whole on one
 # worker, and files that share a live fleet or server go together (tests/conftest.py).
-# `make test PYTEST_WORKERS=0` runs everything in one process.
+# `make test PYTEST_WORKERS=0` runs everything in one process (less memory, slower).
 PYTEST_WORKERS ?= 2
 test:
 	@test -f $(GPU_STAMP) || $(MAKE) --no-print-directory setup
