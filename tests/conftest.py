@@ -48,6 +48,7 @@ def _pin_xdist_worker_to_its_cores() -> None:
 _pin_xdist_worker_to_its_cores()
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest without xdist (-p no:xdist) ignores it
 def pytest_xdist_make_scheduler(config, log):
     """Under ``pytest -n N`` (``make test``): each test file, and each notebook, whole on one worker.
 
