@@ -19,6 +19,7 @@ learner's machine and fails under ``CI=true`` (``.ci/run`` installs ``chromium``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -297,14 +298,22 @@ class Notebook:
         return self.cell(i).locator(".js-plotly-plot svg.main-svg").count()
 
 
+@contextlib.contextmanager
 def _open(browser, lab, name):
+    """The notebook open in a page; a screenshot if the test fails, and the page closed either way."""
     nb = Notebook(browser, lab, name)
-    return nb
+    try:
+        yield nb
+    except Exception:
+        nb.shot("failure")
+        raise
+    finally:
+        print("screenshots:", nb.shots)
+        nb.page.close()
 
 
 def test_block_explorer_figure_and_quiz_in_jupyterlab(browser, lab):
-    nb = _open(browser, lab, "02_block_hashing.ipynb")
-    try:
+    with _open(browser, lab, "02_block_hashing.ipynb") as nb:
         nb.run_all()
         for i in range(3):
             nb.wait_done(i, 120)
@@ -335,17 +344,10 @@ def test_block_explorer_figure_and_quiz_in_jupyterlab(browser, lab):
         question.get_by_text(re.compile(r"^(Correct|Not quite|Partly right)")).first.wait_for(timeout=30_000)
         nb.shot("quiz", cell=2)
         assert nb.errors() == []
-    except Exception:
-        nb.shot("failure")
-        raise
-    finally:
-        print("screenshots:", nb.shots)
-        nb.page.close()
 
 
 def test_live_hit_rate_chart_moves_while_its_cell_runs(browser, lab):
-    nb = _open(browser, lab, "06_metrics.ipynb")
-    try:
+    with _open(browser, lab, "06_metrics.ipynb") as nb:
         nb.run_all()
         nb.wait_done(0, 600)  # the vLLM server start (20-80 s on 2 idle cores, minutes on a loaded machine)
         assert nb.errors() == []
@@ -375,9 +377,3 @@ def test_live_hit_rate_chart_moves_while_its_cell_runs(browser, lab):
         nb.shot("live-final", cell=1)
         nb.wait_done(2, 60)
         assert nb.errors() == []
-    except Exception:
-        nb.shot("failure")
-        raise
-    finally:
-        print("screenshots:", nb.shots)
-        nb.page.close()
