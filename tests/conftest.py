@@ -96,19 +96,31 @@ def server():
 
 
 @pytest.fixture(scope="session")
-def kv_fleet():
+def _kv_fleets():
+    """The session's live fleet (at most one at a time), stopped at the end of the session."""
+    registry: dict = {}
+    yield registry
+    if registry.get("fleet") is not None:
+        registry["fleet"].stop()
+
+
+@pytest.fixture(scope="module")
+def kv_fleet(_kv_fleets):
     """Two live servers that publish KV-cache events, behind vllm-router (round_robin to start).
 
-    Shared by test_kv_events and test_router (started on first use; test_router's last test
-    stops it and checks every process is gone). Server 0 publishes vLLM's default 64-bit
-    integer hashes, server 1 the raw 32-byte hashes (``VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES=0``).
+    Shared by test_kv_events and test_router: started on first use, and again if a module
+    stopped it (test_router's last test stops it and checks every process is gone). Server 0
+    publishes vLLM's default 64-bit integer hashes, server 1 the raw 32-byte hashes
+    (``VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES=0``).
     """
     from course_lib.router import RouterFleet
 
-    fleet = RouterFleet(2, policy="round_robin", kv_events=True, progress=False,
-                        server_env=[{"VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES": "1"},
-                                    {"VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES": "0"}]).start()  # fmt: skip
-    try:
-        yield fleet
-    finally:
-        fleet.stop()
+    fleet = _kv_fleets.get("fleet")
+    if fleet is None or not fleet.router or any(not s.is_running for s in fleet.servers):
+        if fleet is not None:
+            fleet.stop()
+        fleet = _kv_fleets["fleet"] = RouterFleet(
+            2, policy="round_robin", kv_events=True, progress=False,
+            server_env=[{"VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES": "1"}, {"VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES": "0"}],
+        ).start()  # fmt: skip
+    return fleet
