@@ -118,6 +118,9 @@ def check_env(verbose: bool = True) -> bool:
 
     Called in the first code cell of every notebook (taught in 00_setup).
     """
+    from course_lib.viz.style import use_house_style
+
+    use_house_style()  # the first cell of every notebook: its figures, course_lib's or plotly's own, share one style
     checks = run_checks()
     if verbose:
         for c in checks:

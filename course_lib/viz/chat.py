@@ -1,0 +1,82 @@
+"""Figures of notebooks 04 and 05: what each chat turn reused, cached tokens case by case, hit-rate curves."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:  # plotly is imported inside each function: importing course_lib stays fast
+    import plotly.graph_objects as go
+
+from course_lib.viz.style import COLORS
+
+
+def chat_turns_figure(rows: list[dict], title: str = "What each chat turn reused") -> "go.Figure":
+    """Per turn, the prompt split into cached and prefilled tokens (notebook 04).
+
+    ``rows`` are ``ChatSession.turn_table()`` rows; the dotted line marks the
+    previous turn's full blocks, the least the cache must give back.
+    """
+    import plotly.graph_objects as go
+
+    turns = [f"turn {r['turn']}" for r in rows]
+    fig = go.Figure()
+    fig.add_bar(x=turns, y=[r["num_cached_tokens"] for r in rows], name="cached (from the prefix cache)")
+    fig.add_bar(x=turns, y=[r["prefilled_tokens"] for r in rows], name="prefilled (computed)")
+    fig.add_scatter(x=turns, y=[r["prev_prompt_full_blocks"] for r in rows], mode="lines+markers",
+                    name="previous prompt's full blocks", line={"dash": "dot", "color": "black"})  # fmt: skip
+    fig.update_layout(barmode="stack", title=title, xaxis_title="chat turn", yaxis_title="prompt length (tokens)",
+                      height=380, margin={"t": 50, "b": 40})  # fmt: skip
+    return fig
+
+
+def reuse_bars_figure(rows: list[dict], title: str = "Cached tokens, case by case") -> "go.Figure":
+    """Grouped bars of ``num_cached_tokens`` against prompt tokens per case (notebooks 04, 05).
+
+    ``rows`` need keys ``case``, ``prompt_tokens`` and ``num_cached_tokens``
+    (``course_lib.chat.Reuse.row()`` gives them).
+    """
+    import plotly.graph_objects as go
+
+    cases = [r["case"] for r in rows]
+    fig = go.Figure()
+    fig.add_bar(x=cases, y=[r["prompt_tokens"] for r in rows], name="prompt tokens", marker_color="lightgray")
+    fig.add_bar(x=cases, y=[r["num_cached_tokens"] for r in rows], name="num_cached_tokens")
+    fig.update_layout(barmode="group", title=title, xaxis_title="case", yaxis_title="token count (tokens)", height=380,
+                      margin={"t": 50, "b": 80})  # fmt: skip
+    return fig
+
+
+def hit_rate_curves_figure(
+    rows: list[dict], target: float | None = 0.7, title: str = "Simulated hit rate against cache size"
+) -> "go.Figure":
+    """Hit rate against cache size, one line per block size (or per ``workload``) (notebooks 04, 05).
+
+    ``rows`` are ``course_lib.workloads.sweep`` rows, optionally with a
+    ``workload`` key; the dashed line marks ``target`` (the seed's ">70%").
+    """
+    import plotly.graph_objects as go
+
+    def series(r: dict) -> str:
+        return " / ".join(str(x) for x in (r.get("workload"), f"block {r['block_size']}") if x)
+
+    fig = go.Figure()
+    for name in dict.fromkeys(series(r) for r in rows):
+        pts = sorted((r["cache_tokens"], r["hit_rate"]) for r in rows if series(r) == name)
+        fig.add_scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=name)
+    if target is not None:
+        fig.add_hline(y=target, line_dash="dash", annotation_text=f"target {target:.0%}")
+    # A log axis over less than a decade gets no major tick labels from plotly: label every size swept.
+    sizes = sorted({r["cache_tokens"] for r in rows})
+    fig.update_layout(
+        title=title,
+        xaxis={"title": "KV cache size (tokens, log scale)", "type": "log", "tickvals": sizes,
+               "ticktext": [_tokens_label(v) for v in sizes]},
+        yaxis={"title": "hit rate (% of prompt tokens cached)", "range": [0, 1.02], "tickformat": ".0%"},
+        height=420, margin={"t": 50, "b": 40},
+    )  # fmt: skip
+    return fig
+
+
+def _tokens_label(n: float) -> str:
+    """A cache size as a tick label, exact and grouped: 512, 4,096, 16,384 (tokens)."""
+    return f"{n:,.0f}" if float(n).is_integer() else f"{n:,g}"
