@@ -4,7 +4,9 @@ The instructor notebooks in ``notebooks/`` keep their solutions between lines
 ``### BEGIN SOLUTION`` and ``### END SOLUTION`` (nbgrader's markers: see
 ``course_lib.nbgrader_source`` for a real nbgrader assignment made from them), so
 they run and are tested as they are. A learner copy replaces each marked region
-by a placeholder that fails loudly until the learner fills it in, and clears the
+by a stub the learner completes (``name = ...`` for each name the solution assigns, a
+function's signature with a body that raises ``NotImplementedError``), so every cell still
+runs: the exercise's check answers "not yet" and Run All reaches the end. It clears the
 outputs of the exercise cells (the cells holding a solution, the cells that call
 an exercise check, and later cells that use a name the solution defines) and the
 stored widget state; every other output stays as in the course.
@@ -44,6 +46,7 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 _MARKER = re.compile(r"^(?P<indent>[ \t]*)(?P<marker>### (?:BEGIN|END) SOLUTION)\s*$")
 _CHECK_CALL = re.compile(r"\bcheck_\w+\s*\(")
+_NBVAL_MARKER = re.compile(r"^[ \t]*# NBVAL_[A-Z_]+[ \t]*\n?", re.M)
 
 
 def strip_solutions(source: str, *, cell_type: str = "code", where: str = "cell") -> tuple[str, int]:
@@ -53,22 +56,26 @@ def strip_solutions(source: str, *, cell_type: str = "code", where: str = "cell"
     keeps the indentation of the ``BEGIN`` marker, so a solution inside a
     function body leaves a valid body. Unbalanced markers raise ``CourseError``.
     """
-    placeholder = CODE_PLACEHOLDER if cell_type == "code" else MARKDOWN_PLACEHOLDER
     out: list[str] = []
     inside = False
     count = 0
+    region: list[str] = []
+    indent = ""
     for number, line in enumerate(source.splitlines(keepends=True), 1):
         match = _MARKER.match(line.rstrip("\r\n"))
         if match and match["marker"] == BEGIN:
             if inside:
                 raise CourseError(f"{where}, line {number}: '{BEGIN}' inside another solution region")
-            inside, count = True, count + 1
-            out.extend(f"{match['indent']}{p}\n" for p in placeholder)
+            inside, count, region, indent = True, count + 1, [], match["indent"]
         elif match and match["marker"] == END:
             if not inside:
                 raise CourseError(f"{where}, line {number}: '{END}' without a '{BEGIN}' before it")
             inside = False
-        elif not inside:
+            placeholder = solution_stub("".join(region)) if cell_type == "code" else MARKDOWN_PLACEHOLDER
+            out.extend(f"{indent}{p}\n" for p in placeholder)
+        elif inside:
+            region.append(line)
+        else:
             out.append(line)
     if inside:
         raise CourseError(f"{where}: '{BEGIN}' is never closed by '{END}'")
@@ -76,6 +83,55 @@ def strip_solutions(source: str, *, cell_type: str = "code", where: str = "cell"
     if not source.endswith("\n") and text.endswith("\n"):
         text = text[:-1]
     return text, count
+
+
+def solution_stub(region: str) -> tuple[str, ...]:
+    """What a learner gets instead of a solution region: lines that run, and that the check recognises.
+
+    Each name the solution assigns becomes ``name = ...`` (the check answers "not yet" for ``...``);
+    each function keeps its signature and docstring, with a body that raises
+    ``NotImplementedError`` (which the check also answers with "not yet"). A region that is not
+    valid Python on its own (say, a ``return`` inside a function's body) falls back to a comment
+    and ``raise NotImplementedError``: the check calling that function answers "not yet" too.
+    """
+    import textwrap
+
+    code = textwrap.dedent(region)
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return CODE_PLACEHOLDER
+    if _returns_outside_a_function(tree):  # a region in a function's body: its value comes from the solution
+        return CODE_PLACEHOLDER
+    lines: list[str] = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            doc = ast.get_docstring(node)
+            stub = ast.FunctionDef(
+                name=node.name, args=node.args, decorator_list=node.decorator_list, returns=node.returns,
+                type_params=getattr(node, "type_params", []),
+                body=([ast.Expr(ast.Constant(doc))] if doc else [])
+                + [ast.Raise(ast.Call(ast.Name("NotImplementedError"), [ast.Constant("write this function")], []))],
+            )  # fmt: skip
+            lines.extend(ast.unparse(ast.fix_missing_locations(stub)).splitlines())
+        else:
+            stored = [n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)]
+            lines.extend(f"{name} = ..." for name in dict.fromkeys(stored) if f"{name} = ..." not in lines)
+    todo = [w for w, has in (("replace each ... with your answer", any(l.endswith("= ...") for l in lines)),
+                             ("write the body of each function", any(l.startswith("def ") for l in lines))) if has]  # fmt: skip
+    return (f"# TODO: {' and '.join(todo) or 'write your solution here'}.", *(lines or ["..."]))
+
+
+def _returns_outside_a_function(tree: ast.AST) -> bool:
+    """True when ``return`` (or ``yield``) appears in ``tree`` outside any function it defines."""
+    todo = list(ast.iter_child_nodes(tree))
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.Return, ast.Yield, ast.YieldFrom)):
+            return True
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            todo.extend(ast.iter_child_nodes(node))
+    return False
 
 
 def solution_lines(source: str) -> list[str]:
@@ -147,6 +203,7 @@ def student_notebook(nb: NotebookNode, *, where: str = "notebook") -> tuple[Note
             removed += n
         if cell.cell_type != "code":
             continue
+        cell.source = _NBVAL_MARKER.sub("", cell.source)  # the test suite's markers mean nothing to a learner
         if index in clear:
             cell.outputs = []
             cell.execution_count = None

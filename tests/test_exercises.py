@@ -17,8 +17,8 @@ def _numbers(text: str) -> set[int]:
 def test_result_keeps_its_three_field_form():
     r = ExerciseResult("x.1", False, "msg")
     assert (r.exercise, r.ok, r.message, r.hints) == ("x.1", False, "msg", ())
-    assert not r and str(r).endswith("[x.1]: msg")
-    assert "no hint" in r.hint()
+    assert not r and str(r).endswith("[x.1]: Msg")
+    assert "no hints" in r.hint()
 
 
 def test_hints_are_given_level_by_level_only_on_request(capsys):
@@ -33,7 +33,7 @@ def test_hints_are_given_level_by_level_only_on_request(capsys):
     ok = verdict("9.9 demo", True, "yes", "no", ("h",))
     assert ok and ok.hints == ()
     exercises.hint("9.9")
-    assert "no hint" in capsys.readouterr().out
+    assert "no hints" in capsys.readouterr().out
 
 
 def test_wrong_prediction_does_not_reveal_the_expected_value():
@@ -58,3 +58,30 @@ def test_eviction_check_names_the_request_not_the_value():
     r = nb02.check_eviction([999] * len(requests))
     assert not r.ok and "999" in r.message
     assert r.hint(9).count("hint") >= 2
+
+
+def test_unanswered_exercise_is_a_verdict_not_a_traceback(capsys):
+    @exercises.exercise("9.7", "demo", hints=("count the full blocks",))
+    def check(value, fn=None):
+        if fn is not None:
+            value = fn()
+        return verdict("9.7 demo", value == 64, "yes", "no")
+
+    def unwritten():
+        raise NotImplementedError("write this function")
+
+    for result in (check(...), check([1, ...]), check({"a": ...}), check(0, fn=unwritten)):
+        assert not result.ok and "9.7" in str(result) and "Traceback" not in str(result)
+    assert "no answer yet" in str(check(...)).lower() and "NotImplementedError" in str(check(0, fn=unwritten))
+    assert check(64).ok and not check(63).ok
+    # The general hints are there before any try, and a wrong answer's own hints replace them.
+    exercises.hint("9.7")
+    assert "count the full blocks" in capsys.readouterr().out
+    # A cell that uses an unsolved answer says which exercise to do, and does not raise.
+    assert exercises.solved("9.7", 64) and not exercises.solved("9.7", ...)
+    assert "solve exercise 9.7 first" in capsys.readouterr().out
+
+
+def test_messages_read_as_sentences():
+    r = verdict("9.6 demo", False, "", "you predicted 3. the rule is e.g. a block. see kv_cache_utils.py ... then retry")
+    assert str(r).endswith("[9.6 demo]: You predicted 3. The rule is e.g. a block. See kv_cache_utils.py ... then retry")

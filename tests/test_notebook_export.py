@@ -236,3 +236,36 @@ def test_make_lab_creates_learner_copies_once_and_keeps_a_learners_edit(tmp_path
     assert again.returncode == 0, again.stdout + again.stderr
     assert (root / "learner" / course[0]).read_bytes() == mine
     assert "kept: you edited it" in again.stdout
+
+
+def test_a_learner_copy_runs_to_the_end_and_its_checks_say_not_yet(tmp_path, capsys):
+    """Run All on a learner copy: every cell runs, the exercise says "not yet", later cells still run."""
+    src, out = tmp_path / "nb", tmp_path / "out"
+    src.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "from course_lib.exercises import exercise, verdict, solved\n"
+            "@exercise('9.5', 'demo')\n"
+            "def check_demo(n, fn):\n"
+            "    return verdict('9.5 demo', n == 64 and fn(2) == 4, 'yes', 'no')"
+        ),
+        nbformat.v4.new_code_cell(
+            f'# NBVAL_CHECK_OUTPUT\n{BEGIN}\nn = 2 * 32\ndef square(x):\n    """x squared"""\n    return x * x\n{END}\n'
+            "print(check_demo(n, square))"
+        ),
+        nbformat.v4.new_code_cell("if solved('9.5', n):\n    print('uses', n)\nprint('the end')"),
+    ]
+    nbformat.write(nb, src / "a.ipynb")
+    export_student_notebooks(src, out)
+    learner = nbformat.read(out / "a.ipynb", as_version=4)
+    assert "NBVAL" not in learner.cells[1].source and "x squared" in learner.cells[1].source
+    assert "2 * 32" not in learner.cells[1].source and "x * x" not in learner.cells[1].source
+    namespace: dict = {}
+    for cell in learner.cells:
+        exec(cell.source, namespace)  # none raises
+    printed = capsys.readouterr().out
+    assert "not yet [9.5 demo]" in printed and "solve exercise 9.5 first" in printed and printed.endswith("the end\n")
+    for cell in nb.cells:  # the instructor's version passes
+        exec(cell.source, namespace)
+    assert "correct [9.5 demo]" in capsys.readouterr().out

@@ -11,16 +11,25 @@ only on request, in levels: ``result.hint(1)`` (the rule to apply),
 No level states the expected value.
 
 Solutions live in the instructor notebooks between ``### BEGIN SOLUTION`` and
-``### END SOLUTION``; ``course export-student`` removes them.
+``### END SOLUTION``; ``course export-student`` replaces them by ``name = ...`` stubs (and
+functions whose body raises ``NotImplementedError``). Every check is declared with
+``@exercise("04.1", "a title", hints=(...))``: an answer still ``...`` or a function not yet
+written gets a "not yet" verdict instead of a traceback, so Run All on a learner's copy reaches
+the end of the notebook; and the exercise's general hints are there before the first try.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
+import re
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 #: The hints of the most recent failed check of each exercise, for ``hint(exercise, level)``.
 _LAST_HINTS: dict[str, tuple[str, ...]] = {}
+#: The general hints each exercise declares (``@exercise(..., hints=...)``), available before any try.
+_HINTS: dict[str, tuple[str, ...]] = {}
 #: Results of the checks run since the last ``require_passed()`` (nbgrader's autograded test cells).
 _PENDING: list["ExerciseResult"] = []
 
@@ -41,7 +50,7 @@ class ExerciseResult:
 
     def __str__(self) -> str:
         # ✓ and ✗ are text symbols (in DejaVu and most system fonts), not emoji that need an emoji font.
-        return f"{'✓ correct' if self.ok else '✗ not yet'} [{self.exercise}]: {self.message}"
+        return f"{'✓ correct' if self.ok else '✗ not yet'} [{self.exercise}]: {_sentences(self.message)}"
 
     __repr__ = __str__
 
@@ -59,9 +68,21 @@ class ExerciseResult:
         return _hint_text(_short_id(self.exercise), self.hints, level)
 
 
+_SENTENCE_START = re.compile(r"(\w+)([.!?]\s+)([a-z])")
+_NOT_A_SENTENCE_END = {"e.g", "i.e", "g", "e", "vs", "cf"}
+
+
+def _sentences(text: str) -> str:
+    """Capitalise the first word of each sentence (messages are built from parts, each in lower case)."""
+    text = text[:1].upper() + text[1:]
+    return _SENTENCE_START.sub(
+        lambda m: m[0] if m[1].lower() in _NOT_A_SENTENCE_END else m[1] + m[2] + m[3].upper(), text
+    )
+
+
 def _hint_text(exercise: str, hints: Sequence[str], level: int) -> str:
     if not hints:
-        return f"[{exercise}] no hint: the check passed, or its message already says all there is."
+        return f"[{exercise}] this exercise has no hints: its check's message says all there is."
     level = max(1, min(int(level), len(hints)))
     lines = [f"[{exercise}] hint {i}/{len(hints)}: {h}" for i, h in enumerate(hints[:level], 1)]
     if level < len(hints):
@@ -70,9 +91,76 @@ def _hint_text(exercise: str, hints: Sequence[str], level: int) -> str:
 
 
 def hint(exercise: str, level: int = 1) -> None:
-    """Print the hints up to ``level`` for the last failed check of ``exercise`` (e.g. ``"02.1"``)."""
+    """Print the hints up to ``level`` for ``exercise`` (e.g. ``"02.1"``), at any time.
+
+    After a wrong answer the hints fit that answer; before any try (or after a right one) they
+    are the exercise's general hints.
+    """
     key = _short_id(exercise)
-    print(_hint_text(key, _LAST_HINTS.get(key, ()), level))
+    if key not in _HINTS:  # the learner asked before the cell that imports the checks ran
+        try:
+            importlib.import_module(f"course_lib.exercises.nb{key.split('.')[0]}")
+        except ImportError:
+            pass
+    print(_hint_text(key, _LAST_HINTS.get(key) or _HINTS.get(key, ()), level))
+
+
+def _unanswered(value: Any) -> bool:
+    """``...`` (the learner copy's placeholder), also inside a list, tuple, set or dict."""
+    if value is Ellipsis:
+        return True
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(_unanswered(v) for v in value)
+    if isinstance(value, dict):
+        return any(_unanswered(v) for v in value.values())
+    return False
+
+
+def not_answered(exercise: str, what: str = "") -> ExerciseResult:
+    """The verdict for an exercise the learner has not answered yet (never a traceback)."""
+    key = _short_id(exercise)
+    what = what or "replace each ... in the cell above with your answer, then run the cell again"
+    result = ExerciseResult(exercise, False, f"no answer yet: {what} (hints: course_lib.exercises.hint({key!r}))")
+    _PENDING.append(result)
+    return result
+
+
+F = TypeVar("F", bound=Callable[..., ExerciseResult])
+
+
+def exercise(exercise_id: str, title: str, hints: Sequence[str] = ()) -> Callable[[F], F]:
+    """Declare a check function for exercise ``exercise_id`` (``"04.1"``) with its general ``hints``.
+
+    The check runs only when every argument is answered: an argument that is (or contains)
+    ``...`` gives a "not answered yet" verdict, and so does a learner's function that still
+    raises ``NotImplementedError``. Either way the cell ends normally, so Run All goes on.
+    """
+    _HINTS[exercise_id] = tuple(hints)
+    name = f"{exercise_id} {title}"
+
+    def decorate(check: F) -> F:
+        @functools.wraps(check)
+        def wrapper(*args: Any, **kwargs: Any) -> ExerciseResult:
+            if any(_unanswered(v) for v in (*args, *kwargs.values())):
+                return not_answered(name)
+            try:
+                return check(*args, **kwargs)
+            except NotImplementedError:
+                return not_answered(name, "a function in the cell above still raises NotImplementedError: write its body")
+
+        wrapper.exercise_id = exercise_id  # type: ignore[attr-defined]
+        wrapper.exercise_name = name  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def solved(exercise_id: str, *values: Any) -> bool:
+    """For a cell that uses a learner's answer: True when ``values`` are answered, else say which exercise to do."""
+    if any(_unanswered(v) for v in values):
+        print(f"This cell uses your answer to exercise {exercise_id}: solve exercise {exercise_id} first, then run it again.")
+        return False
+    return True
 
 
 def verdict(exercise: str, ok: bool, if_ok: str, if_not: str, hints: Sequence[str] = ()) -> ExerciseResult:
@@ -113,4 +201,4 @@ def require_passed() -> None:
         raise AssertionError("; ".join(str(r) for r in failed))
 
 
-__all__ = ["ExerciseResult", "hint", "require_passed", "verdict"]
+__all__ = ["ExerciseResult", "exercise", "hint", "not_answered", "require_passed", "solved", "verdict"]
