@@ -1,8 +1,8 @@
-"""Caching off vs on, timed: the zero-hit overhead and the seed-scenario benchmark.
+"""Caching off vs on, timed: the zero-hit overhead and the shared-system-prompt benchmark.
 
 Taught in ``notebooks/03_live_engine.ipynb`` ("the price of caching at a 0% hit
-rate") and printed by ``course bench seed-scenario``
-(``benchmarks/bench_seed_scenario.py``). Performance figures are ratios measured
+rate") and printed by ``course bench system-prompt``
+(``benchmarks/bench_system_prompt.py``). Performance figures are ratios measured
 side by side, never asserted in tests.
 """
 
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Sequence
 from course_lib.engine import block_size as engine_block_size
 from course_lib.engine import measure
 from course_lib.scenario import (
-    SEED_SYSTEM_TOKENS,
+    SYSTEM_PROMPT_TOKENS,
     ScenarioComparison,
     ScenarioRun,
     build_scenario,
@@ -86,14 +86,14 @@ def zero_hit_overhead(llm_off: "LLM", llm_on: "LLM", prompts: Sequence[str], rep
     return OverheadResult(t_off, t_on, cached)
 
 
-# --- the benchmark (``course bench seed-scenario``, benchmarks/bench_seed_scenario.py) -----------
+# --- the benchmark (``course bench system-prompt``, benchmarks/bench_system_prompt.py) -----------
 
 
-def bench_seed_scenario(repeats: int = 5, target_tokens: int = SEED_SYSTEM_TOKENS, overhead_prompts: int = 4) -> str:
-    """Run the seed's scenario ``repeats`` times with caching off and on; return the report.
+def bench_system_prompt(repeats: int = 5, target_tokens: int = SYSTEM_PROMPT_TOKENS, overhead_prompts: int = 4) -> str:
+    """Run the shared-system-prompt scenario ``repeats`` times with caching off and on; return the report.
 
     Reports the per-request table (median TTFTs), the measured TTFT speedup (median
-    over repetitions) next to the token bound and the seed's claims, and the
+    over repetitions) next to the token bound and the circulating claim's numbers, and the
     zero-hit overhead (median TTFT caching on / off on all-distinct prompts).
 
     Why two engine pairs: in one process, an engine started later runs long
@@ -132,7 +132,7 @@ def bench_seed_scenario(repeats: int = 5, target_tokens: int = SEED_SYSTEM_TOKEN
     comp = ScenarioComparison(off_runs, on_runs)
     overhead = OverheadResult(t_off, t_on, cached)
     lines = [
-        f"seed scenario: system prompt {scenario.system_tokens} tokens, {len(scenario.questions)} questions, "
+        f"shared system prompt scenario: system prompt {scenario.system_tokens} tokens, {len(scenario.questions)} questions, "
         f"block_size {block_size}, {repeats} repetitions",
         hardware_summary(),
         "",
@@ -147,4 +147,4 @@ def bench_seed_scenario(repeats: int = 5, target_tokens: int = SEED_SYSTEM_TOKEN
     return "\n".join(lines)
 
 
-__all__: list[str] = ["distinct_prompts", "OverheadResult", "zero_hit_overhead", "bench_seed_scenario"]
+__all__: list[str] = ["distinct_prompts", "OverheadResult", "zero_hit_overhead", "bench_system_prompt"]

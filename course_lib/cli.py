@@ -128,22 +128,22 @@ def _bench_group(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     return group
 
 
-def _add_bench_seed_scenario(sub: argparse._SubParsersAction) -> None:
+def _add_bench_system_prompt(sub: argparse._SubParsersAction) -> None:
     def run(args: argparse.Namespace) -> int:
-        from course_lib.bench import bench_seed_scenario
+        from course_lib.bench import bench_system_prompt
 
-        print(bench_seed_scenario(args.repeats, args.target_tokens))
+        print(bench_system_prompt(args.repeats, args.target_tokens))
         return 0
 
     p = _bench_group(sub).add_parser(
-        "seed-scenario", help="the seed's 1000-token system prompt + 3 questions, caching off vs on (TTFT speedup)"
+        "system-prompt", help="a 1000-token system prompt shared by 3 questions, caching off vs on (TTFT speedup)"
     )
     p.add_argument("--repeats", type=int, default=5, help="repetitions; medians are reported (default 5)")
     p.add_argument("--target-tokens", type=int, default=1000, help="system prompt length in tokens (default 1000)")
     p.set_defaults(func=run)
 
 
-_REGISTRARS += [_add_bench_seed_scenario]
+_REGISTRARS += [_add_bench_system_prompt]
 
 
 def _add_workloads(sub: argparse._SubParsersAction) -> None:

@@ -52,8 +52,12 @@ if TYPE_CHECKING:  # vLLM is imported lazily: the environment must be set first.
     from vllm import LLM, SamplingParams
 
 CPU_BLOCK_SIZE = 32
-#: The same block size on a GPU (16 is vLLM's GPU default; 32 is valid there too), so the
-#: notebooks' pinned cached-token counts hold on both devices.
+#: The same block size on a GPU, so the notebooks' pinned cached-token counts hold on both
+#: devices. Left unset, vLLM's block size is not one number: ``CacheConfig.DEFAULT_BLOCK_SIZE``
+#: (16) goes to ``Platform.update_block_size_for_backend`` (``vllm/platforms/interface.py``),
+#: which takes the attention backend's preferred size: 16 on the common FlashAttention path,
+#: 64 for FlashMLA, 128 for CUTLASS MLA; hybrid models are then re-aligned to their Mamba
+#: page size. The CPU platform sets 128 (``vllm/platforms/cpu.py``, ``check_and_update_config``).
 CUDA_BLOCK_SIZE = 32
 #: A bigger model for a GPU with hub access, documented as an option (``COURSE_MODEL``), not the default.
 BIGGER_CUDA_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
@@ -159,7 +163,9 @@ def _check_block_size(device: str, block_size: int) -> None:
     if device == "cpu" and block_size % CPU_BLOCK_SIZE:
         raise CourseError(
             f"block_size={block_size} does not run on vLLM's CPU backend: its attention kernel "
-            f"needs a multiple of {CPU_BLOCK_SIZE} (32, 64, 96, 128, ...). 16 runs on GPUs only."
+            f"needs a multiple of {CPU_BLOCK_SIZE} (32, 64, 96, 128, ...). 16 is what vLLM picks on a GPU "
+            "when the block size is unset and the attention backend accepts it (FlashAttention does; "
+            "FlashMLA takes 64, CUTLASS MLA 128), and the CPU backend picks 128 when unset."
         )
 
 
@@ -363,8 +369,8 @@ def measure(
 def warm_cache(llm: "LLM", templates: dict[str, str] | Iterable[str]) -> list[RequestStats]:
     """Prefill each template once (one output token) so later requests find it cached.
 
-    The seed's version appended ``"\\nTest"``; that is not needed: the template's
-    own full blocks are what later requests share. Its last, partial block is
+    A recipe often shown appends ``"\\nTest"`` to each template; that is not needed:
+    the template's own full blocks are what later requests share. Its last, partial block is
     never cached (only full blocks get a hash), so a template should be followed by
     the varying part of the prompt, never preceded by it. Taught in notebook 03.
     """

@@ -1,4 +1,4 @@
-"""The seed's "Performance Tuning" knobs, turned on the real engine.
+"""The knobs that tune prefix caching, turned on the real engine.
 
 Taught in ``notebooks/03_live_engine.ipynb`` (sections on defaults, block size,
 KV cache size, ``scheduling_policy`` and cache warming); the scenario they run is
@@ -24,7 +24,7 @@ from course_lib.scenario import (
     caching_enabled,
     predicted_cached_tokens,
     run_scenario,
-    seed_prompt,
+    plain_prompt,
     temporary_llm,
     warm_up,
 )
@@ -36,9 +36,10 @@ def prefix_caching_defaults() -> dict[str, Any]:
     """Where vLLM's "on by default" lives, read from the installed source (no engine started).
 
     ``EngineArgs.enable_prefix_caching`` defaults to ``None``, which
-    ``EngineArgs._set_default_args`` resolves to ``ModelConfig.is_prefix_caching_supported``
-    (True for decoder-only generative models); ``CacheConfig.enable_prefix_caching``
-    defaults to True.
+    ``EngineArgs._set_default_chunked_prefill_and_prefix_caching_args``
+    (``vllm/engine/arg_utils.py``) resolves to ``ModelConfig.is_prefix_caching_supported``
+    (True for decoder-only generative models; the same function switches it off on
+    RISC-V CPUs); ``CacheConfig.enable_prefix_caching`` defaults to True.
     """
     import dataclasses
     import inspect
@@ -49,7 +50,7 @@ def prefix_caching_defaults() -> dict[str, Any]:
     def default(cls: Any, name: str) -> Any:
         return next(f.default for f in dataclasses.fields(cls) if f.name == name)
 
-    src = inspect.getsource(EngineArgs)
+    src = inspect.getsource(EngineArgs._set_default_chunked_prefill_and_prefix_caching_args)
     resolves = "self.enable_prefix_caching = default_prefix_caching" in src
     return {
         "EngineArgs.enable_prefix_caching": default(EngineArgs, "enable_prefix_caching"),
@@ -61,21 +62,21 @@ def prefix_caching_defaults() -> dict[str, Any]:
 
 # --- Strategy 1: warming the cache with templates -----------------------------------------------
 
-#: The seed's three templates (its "..." filled in by ``seed_templates``).
-SEED_TEMPLATES: dict[str, str] = {
+#: Openings of three task templates to warm (``warming_templates`` makes them long enough to cache).
+TEMPLATE_OPENINGS: dict[str, str] = {
     "code_review": "You are a senior engineer reviewing code.",
     "translation": "You are a professional translator.",
     "summarization": "You are an expert at summarizing documents.",
 }
 
 
-def seed_templates(tokenizer: Any, target_tokens: int = 300) -> dict[str, str]:
-    """The seed's templates, each extended with the course guidelines to about ``target_tokens``.
+def warming_templates(tokenizer: Any, target_tokens: int = 300) -> dict[str, str]:
+    """``TEMPLATE_OPENINGS``, each extended with the course guidelines to about ``target_tokens``.
 
     A template shorter than one block could never be cached at all, so they are
     made long enough to fill several.
     """
-    return {name: build_system_prompt(tokenizer, target_tokens, base) for name, base in SEED_TEMPLATES.items()}
+    return {name: build_system_prompt(tokenizer, target_tokens, base) for name, base in TEMPLATE_OPENINGS.items()}
 
 
 # --- scheduling_policy: what "priority" reorders -------------------------------------------------
@@ -157,7 +158,7 @@ def alternating_workload(scenario: Scenario, tokenizer: Any, rounds: int = 3) ->
     LRU eviction removes each prefix just before it is needed again.
     """
     a = list(scenario.prompt_token_ids[0])
-    b = list(tokenizer.encode(seed_prompt(distinct_prompts(scenario.system_prompt, 1)[0], scenario.questions[0])))
+    b = list(tokenizer.encode(plain_prompt(distinct_prompts(scenario.system_prompt, 1)[0], scenario.questions[0])))
     return [x for _ in range(rounds) for x in (a, b)]
 
 
@@ -225,7 +226,7 @@ def cache_size_sweep(
 
 
 __all__: list[str] = [
-    "prefix_caching_defaults", "SEED_TEMPLATES", "seed_templates", "scheduling_order", "default_block_sizes",
+    "prefix_caching_defaults", "TEMPLATE_OPENINGS", "warming_templates", "scheduling_order", "default_block_sizes",
     "BlockSizeRow", "block_size_sweep", "alternating_workload", "CacheSizeRow", "run_on_pool",
     "default_pool_sizes", "cache_size_sweep",
 ]

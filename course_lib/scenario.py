@@ -1,12 +1,14 @@
-"""The seed lesson's scenario on the real engine: one long system prompt, three questions.
+"""The shared-system-prompt scenario on the real engine: one long system prompt, three questions.
 
-Taught in ``notebooks/03_live_engine.ipynb`` and printed by ``course bench seed-scenario``.
+Taught in ``notebooks/03_live_engine.ipynb`` and printed by ``course bench system-prompt``.
 
-The seed claims that with a 1000-token system prompt and three questions, caching
-turns "3000 tokens prefilled" into "1000 + 50 + 50 = 1100" and gives "~3x for
-TTFT". This module rebuilds that scenario deterministically for the course
-tokenizer (the seed's own system prompt, extended to about 1000 tokens), runs it
-through vLLM with prefix caching off and on (``course_lib.engine.measure``), and
+A claim that circulates about prefix caching: with a 1000-token system prompt
+shared by three requests of about 50 question tokens each, caching cuts the
+tokens prefilled from 3000 to "1000 + 50 + 50 = 1100" and makes the time to
+first token (TTFT) about 3x faster. This module builds that scenario
+deterministically for the course tokenizer (a short programming-assistant
+prompt extended with fixed guidelines to about 1000 tokens), runs it through
+vLLM with prefix caching off and on (``course_lib.engine.measure``), and
 computes what the token counts allow:
 
 - **cached tokens** come from vLLM (``RequestOutput.num_cached_tokens``), and the
@@ -41,29 +43,31 @@ from course_lib.simulator import common_prefix_len, expected_cached_tokens, full
 if TYPE_CHECKING:
     from vllm import LLM
 
-#: The seed's system prompt, verbatim.
-SEED_SYSTEM_PROMPT = (
+#: The opening of the scenario's system prompt (``build_system_prompt`` extends it).
+BASE_SYSTEM_PROMPT = (
     "You are a helpful AI assistant specialized in programming.\n"
     "Follow best practices. Provide clear explanations with code examples.\n"
     "Always consider edge cases and error handling."
 )
 
-#: The seed's three questions, verbatim.
-SEED_QUESTIONS: tuple[str, ...] = (
+#: The scenario's three questions, one per request.
+QUESTIONS: tuple[str, ...] = (
     "How do I sort a list in Python?",
     "What's the difference between async and sync?",
     "Explain decorators in Python",
 )
 
-#: The seed's numbers, shown next to the measured ones.
-SEED_SYSTEM_TOKENS = 1000
-SEED_QUESTION_TOKENS = 50
-SEED_PREFILLED_OFF = 3000
-SEED_PREFILLED_ON = 1100
-SEED_TTFT_SPEEDUP = 3.0
+#: The system prompt's length in tokens, as the circulating claim has it.
+SYSTEM_PROMPT_TOKENS = 1000
+#: The claim's other numbers, printed next to the measured ones: ~50 tokens per
+#: question, 3000 tokens prefilled without caching, 1100 with, TTFT ~3x faster.
+CLAIMED_QUESTION_TOKENS = 50
+CLAIMED_PREFILLED_OFF = 3000
+CLAIMED_PREFILLED_ON = 1100
+CLAIMED_TTFT_SPEEDUP = 3.0
 
-#: Guidelines appended (in order, then again with a round number) to the seed's
-#: system prompt until it is about ``target_tokens`` long. Written for the course.
+#: Guidelines appended (in order, then again with a round number) to
+#: ``BASE_SYSTEM_PROMPT`` until it is about ``target_tokens`` long. Written for the course.
 _GUIDELINES: tuple[str, ...] = (
     "Start every answer with a one-sentence summary, then give the details a reader needs to act on it.",
     "Prefer the standard library when it solves the problem; name any third-party package and say why it is worth the dependency.",
@@ -98,8 +102,8 @@ def _token_count(tokenizer: Any, text: str) -> int:
     return len(tokenizer.encode(text, add_special_tokens=False))
 
 
-def build_system_prompt(tokenizer: Any, target_tokens: int = SEED_SYSTEM_TOKENS, base: str = SEED_SYSTEM_PROMPT) -> str:
-    """``base`` (the seed's system prompt) extended with fixed guidelines to at most ``target_tokens``.
+def build_system_prompt(tokenizer: Any, target_tokens: int = SYSTEM_PROMPT_TOKENS, base: str = BASE_SYSTEM_PROMPT) -> str:
+    """``base`` (by default ``BASE_SYSTEM_PROMPT``) extended with fixed guidelines to at most ``target_tokens``.
 
     Deterministic for a given tokenizer: guidelines are appended in a fixed order
     (cycling with a round number), then the text is cut at the last whole word
@@ -129,14 +133,17 @@ def build_system_prompt(tokenizer: Any, target_tokens: int = SEED_SYSTEM_TOKENS,
     return " ".join(words[:lo])
 
 
-def seed_prompt(system_prompt: str, question: str) -> str:
-    """The seed's prompt format: ``f"{system_prompt}\\n\\nUser: {question}\\nAssistant:"``."""
+def plain_prompt(system_prompt: str, question: str) -> str:
+    """A plain-text prompt without chat template: ``f"{system_prompt}\\n\\nUser: {question}\\nAssistant:"``.
+
+    Plain text keeps the token ids easy to follow; notebook 04 uses the model's chat template.
+    """
     return f"{system_prompt}\n\nUser: {question}\nAssistant:"
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """The seed's workload, built for one tokenizer: the prompts and their token ids."""
+    """The shared-system-prompt workload, built for one tokenizer: the prompts and their token ids."""
 
     system_prompt: str
     questions: tuple[str, ...]
@@ -155,11 +162,11 @@ class Scenario:
 
 
 def build_scenario(
-    tokenizer: Any, target_tokens: int = SEED_SYSTEM_TOKENS, questions: Sequence[str] = SEED_QUESTIONS
+    tokenizer: Any, target_tokens: int = SYSTEM_PROMPT_TOKENS, questions: Sequence[str] = QUESTIONS
 ) -> Scenario:
-    """The seed's scenario for ``tokenizer`` (pass ``llm.get_tokenizer()``)."""
+    """The shared-system-prompt scenario for ``tokenizer`` (pass ``llm.get_tokenizer()``)."""
     system = build_system_prompt(tokenizer, target_tokens)
-    prompts = tuple(seed_prompt(system, q) for q in questions)
+    prompts = tuple(plain_prompt(system, q) for q in questions)
     ids = tuple(tuple(tokenizer.encode(p, add_special_tokens=True)) for p in prompts)
     return Scenario(system, tuple(questions), prompts, ids, _token_count(tokenizer, system))
 
@@ -182,7 +189,7 @@ def predicted_cached_tokens(prompts: Sequence[Sequence[int]], block_size: int) -
 
 @dataclass(frozen=True)
 class BlockRounding:
-    """The seed's "1000 + 50 + 50 = 1100" redone with real token counts and blocks."""
+    """The claim's "1000 + 50 + 50 = 1100" redone with real token counts and whole blocks."""
 
     block_size: int
     prompt_tokens: tuple[int, ...]
@@ -210,11 +217,11 @@ class BlockRounding:
         pre = self.prefilled_tokens
         out.append(
             f"prefilled with caching: {' + '.join(map(str, pre))} = {sum(pre)} "
-            f"(seed: {SEED_SYSTEM_TOKENS} + {SEED_QUESTION_TOKENS} + {SEED_QUESTION_TOKENS} = {SEED_PREFILLED_ON})"
+            f"(claim: {SYSTEM_PROMPT_TOKENS} + {CLAIMED_QUESTION_TOKENS} + {CLAIMED_QUESTION_TOKENS} = {CLAIMED_PREFILLED_ON})"
         )
         out.append(
             f"prefilled without caching: {' + '.join(map(str, self.prompt_tokens))} = "
-            f"{sum(self.prompt_tokens)} (seed: {SEED_PREFILLED_OFF})"
+            f"{sum(self.prompt_tokens)} (claim: {CLAIMED_PREFILLED_OFF})"
         )
         return out
 
@@ -322,7 +329,7 @@ class ScenarioComparison:
         return statistics.median(r.rows[request - 1].ttft_s for r in runs)
 
     def table(self) -> str:
-        """The per-request table with medians, totals, and the seed's claims next to them."""
+        """The per-request table with medians, totals, and the circulating claim's numbers next to them."""
         off, on = self.off[0], self.on[0]
         head = (
             f"{'request':<8}{'prompt':>8}{'cached':>8}{'prefilled':>11}{'TTFT off':>11}{'TTFT on':>10}"
@@ -345,11 +352,11 @@ class ScenarioComparison:
         )
         lines += [
             "",
-            f"prefilled tokens, caching off: {off.total_prefilled_tokens:>5}   (seed claims {SEED_PREFILLED_OFF})",
-            f"prefilled tokens, caching on:  {on.total_prefilled_tokens:>5}   (seed claims {SEED_PREFILLED_ON})",
+            f"prefilled tokens, caching off: {off.total_prefilled_tokens:>5}   (claim: {CLAIMED_PREFILLED_OFF})",
+            f"prefilled tokens, caching on:  {on.total_prefilled_tokens:>5}   (claim: {CLAIMED_PREFILLED_ON})",
             f"ideal TTFT speedup (token bound): {self.ideal_speedup:.2f}x",
             f"measured TTFT speedup (median of {len(self.speedups)}): {self.measured_speedup:.2f}x   "
-            f"(seed claims ~{SEED_TTFT_SPEEDUP:.0f}x)",
+            f"(claim: ~{CLAIMED_TTFT_SPEEDUP:.0f}x)",
             f"per-repetition speedups: {', '.join(f'{x:.2f}x' for x in self.speedups)}",
         ]
         return "\n".join(lines)
@@ -443,7 +450,8 @@ def format_rows(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
 
 
 __all__: list[str] = [
-    "SEED_SYSTEM_PROMPT", "SEED_QUESTIONS", "Scenario", "build_system_prompt", "seed_prompt", "build_scenario",
+    "BASE_SYSTEM_PROMPT", "QUESTIONS", "SYSTEM_PROMPT_TOKENS", "CLAIMED_QUESTION_TOKENS", "CLAIMED_PREFILLED_OFF",
+    "CLAIMED_PREFILLED_ON", "CLAIMED_TTFT_SPEEDUP", "Scenario", "build_system_prompt", "plain_prompt", "build_scenario",
     "common_prefix_len", "full_block_tokens", "predicted_cached_tokens", "BlockRounding", "block_rounding",
     "engine_block_size", "caching_enabled", "ScenarioRow", "ScenarioRun", "run_scenario", "ScenarioComparison",
     "compare_scenario", "warm_up", "temporary_llm", "hardware_summary", "stats_rows", "format_rows",

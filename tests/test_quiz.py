@@ -430,7 +430,7 @@ def test_numeric_cache_answers_match_the_real_engine(llm):
         (("00_setup", "repeated_prompt"), p100, p100, (None, None), 100),
         (("02_block_hashing", "exact_resubmit"), p96, p96, (None, None), 96),
         (("module2", "aligned_resubmit"), p64, p64, (None, None), 64),
-        (("03_live_engine", "seed_cached"), system + _ids(50, 5), system + _ids(50, 6), (None, None), 1000),
+        (("03_live_engine", "second_request_cached"), system + _ids(50, 5), system + _ids(50, 6), (None, None), 1000),
         (("05_rag", "shared_prefix"), shared + _ids(40, 8), shared + _ids(40, 9), (None, None), 150),
         (("04_chat", "salted_hit"), p200, p200, ("tenant-a", "tenant-b"), 0),
         (None, p200, p200, ("tenant-a", "tenant-a"), 200),
@@ -734,8 +734,8 @@ def _sim_cached(first: int, second: int, shared: int, block: int, *, aligned_fir
     return sim.process(b)
 
 
-def _seed_scenario(block: int) -> "object":
-    """The seed's three requests (1000-token system prompt + different 50-token questions) in the simulator."""
+def _system_prompt_scenario(block: int) -> "object":
+    """Three requests sharing a 1000-token system prompt, each with its own 50-token question, in the simulator."""
     from course_lib.simulator import PrefixCacheSimulator
 
     system = _ids(1000, 40)
@@ -752,7 +752,7 @@ def _computed_answers() -> dict[tuple[str, str], float]:
     """Every computed answer, from course_lib (simulator, metrics), never typed."""
     from course_lib.simulator import PrefixCacheSimulator
 
-    seed_sim, seed_cached = _seed_scenario(32)
+    seed_sim, seed_cached = _system_prompt_scenario(32)
     seed_prompt_tokens = 3 * 1050
     a, b, c = _ids(100, 61), _ids(100, 62), _ids(100, 63)
     unsorted = PrefixCacheSimulator(num_gpu_blocks=4096, block_size=32)
@@ -777,7 +777,7 @@ def _computed_answers() -> dict[tuple[str, str], float]:
         ("02_block_hashing", "one_block_resubmit"): _sim_cached(32, 32, 32, 32),
         ("02_block_hashing", "partial_first"): _sim_cached(50, 100, 50, 32),
         ("03_live_engine", "ideal_bound"): round(seed_prompt_tokens / (seed_prompt_tokens - sum(seed_cached)), 2),
-        ("03_live_engine", "block_64"): _seed_scenario(64)[1][1],
+        ("03_live_engine", "block_64"): _system_prompt_scenario(64)[1][1],
         ("03_live_engine", "warm_hit"): _sim_cached(500, 540, 500, 32),
         ("03_live_engine", "aligned_1024"): _sim_cached(1024, 1024, 1024, 32),
         ("04_chat", "turn2_cached"): _sim_cached(300, 370, 300, 32),
@@ -802,7 +802,7 @@ def test_computed_answers_come_from_course_lib():
     tagged = {(quiz_id, q["id"]) for quiz_id in RULED for q in load_raw(REPO / "quizzes" / f"{quiz_id}.yaml")["questions"]
               if q.get("skill") in ("compute", "predict") and q["type"] == "numeric"}  # fmt: skip
     checked_elsewhere = {("00_setup", "repeated_prompt"), ("02_block_hashing", "exact_resubmit"), ("02_block_hashing", "hi_hello"),
-                         ("03_live_engine", "seed_cached"), ("04_chat", "salted_hit"), ("05_rag", "shared_prefix"),
+                         ("03_live_engine", "second_request_cached"), ("04_chat", "salted_hit"), ("05_rag", "shared_prefix"),
                          ("06_metrics", "hit_rate_delta"), ("module2", "hit_rate_numbers"), ("module2", "aligned_resubmit"),
                          ("module2", "gpu_resubmit"), ("module2", "seed_totals"),
                          # computed in tests/test_quiz_01_kv_cache.py and tests/test_quiz_07_fleet.py

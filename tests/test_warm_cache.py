@@ -8,12 +8,12 @@ from course_lib.engine import measure, warm_cache
 
 
 def _real_request(template: str) -> str:
-    return sc.seed_prompt(template, "Review this function: def double(x): return x * 2")
+    return sc.plain_prompt(template, "Review this function: def double(x): return x * 2")
 
 
 def test_first_request_after_warming_hits(fresh_llm):
     tok = fresh_llm.get_tokenizer()
-    templates = knobs.seed_templates(tok, target_tokens=200)
+    templates = knobs.warming_templates(tok, target_tokens=200)
     bs = sc.engine_block_size(fresh_llm)
     # Control: on an empty cache the real request hits nothing.
     cold = measure(fresh_llm, [_real_request(templates["code_review"])])[0]
@@ -35,7 +35,7 @@ def test_first_request_after_warming_hits(fresh_llm):
 
 def test_warm_cache_accepts_a_list(fresh_llm):
     tok = fresh_llm.get_tokenizer()
-    templates = list(knobs.seed_templates(tok, target_tokens=150).values())[:2]
+    templates = list(knobs.warming_templates(tok, target_tokens=150).values())[:2]
     out = warm_cache(fresh_llm, templates)
     assert len(out) == 2
     again = measure(fresh_llm, [templates[0]])[0]
