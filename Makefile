@@ -62,11 +62,12 @@ $(GPU_STAMP): pyproject.toml
 	@touch $@
 
 # Learners work in learner/ (git-ignored): copies of notebooks/ without solutions, made on first
-# use; later runs only add new notebooks and never overwrite a learner's file.
+# use; later runs only add new notebooks and never overwrite a learner's file. nbgrader's
+# JupyterLab extension (instructor tooling) is hidden there: course_lib/data/jupyter-learner/.
 lab:
 	@test -f $(GPU_STAMP) || $(MAKE) --no-print-directory setup
 	$(BIN)/course export-student notebooks learner --update
-	$(BIN)/jupyter lab --notebook-dir=learner $(LAB_ARGS)
+	JUPYTER_CONFIG_PATH=$(CURDIR)/course_lib/data/jupyter-learner $(BIN)/jupyter lab --notebook-dir=learner $(LAB_ARGS)
 
 # Instructors and course developers: the notebooks with their solutions (tracked files).
 lab-instructor:
