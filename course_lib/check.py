@@ -113,10 +113,46 @@ def run_checks() -> list[Check]:
     return checks
 
 
-def check_env(verbose: bool = True) -> bool:
-    """Print one ``[OK]``/``[FAIL]`` line per requirement; return True if all pass.
+class EnvStatus:
+    """What ``check_env`` returns: true when every requirement is met, false otherwise.
 
-    Called in the first code cell of every notebook (taught in 00_setup).
+    A plain ``bool`` would make Jupyter print ``Out: True`` under the ``[OK]`` lines of the
+    first cell of every notebook; this object is true or false the same way (``if check_env():``,
+    ``check_env() == True``) but shows nothing more in a notebook than the lines already printed
+    (``_ipython_display_``: IPython then sends no ``execute_result``).
+    """
+
+    def __init__(self, checks: list[Check], printed: bool) -> None:
+        self.checks = checks
+        self.ok = all(c.ok for c in checks)
+        self._printed = printed
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, EnvStatus):
+            return self.ok == other.ok
+        if isinstance(other, bool):
+            return self.ok == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.ok)
+
+    def __repr__(self) -> str:
+        return repr(self.ok)
+
+    def _ipython_display_(self) -> None:
+        if not self._printed:  # check_env(verbose=False) as a cell's last line: show the lines now
+            print("\n".join(c.line() for c in self.checks))
+
+
+def check_env(verbose: bool = True) -> EnvStatus:
+    """Print one ``[OK]``/``[FAIL]`` line per requirement; the result is true if all pass.
+
+    Called in the first code cell of every notebook (taught in 00_setup). The result is an
+    ``EnvStatus``, true or false like a ``bool``, that adds no ``Out:`` line under the check lines.
     """
     from course_lib.viz.style import use_house_style
 
@@ -125,4 +161,4 @@ def check_env(verbose: bool = True) -> bool:
     if verbose:
         for c in checks:
             print(c.line())
-    return all(c.ok for c in checks)
+    return EnvStatus(checks, printed=verbose)

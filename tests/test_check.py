@@ -13,7 +13,8 @@ COURSE = str(Path(sys.executable).with_name("course"))
 
 
 def test_every_requirement_is_ok_here(capsys):
-    assert check_env() is True
+    status = check_env()
+    assert status and status == True and bool(status) is True  # noqa: E712 (true like a bool)
     out = capsys.readouterr().out.splitlines()
     names = [line.split("]")[1].split(":")[0].strip() for line in out]
     assert names == ["Python", "vLLM", "torch", "transformers", "device", "model", "KV cache budget"]
@@ -53,3 +54,22 @@ def test_model_line_says_how_to_build_a_missing_model(monkeypatch, tmp_path):
 def test_model_line_names_a_course_model_override(monkeypatch):
     monkeypatch.setenv("COURSE_MODEL", "Qwen/Qwen2.5-0.5B-Instruct")
     assert {c.name: c for c in run_checks()}["model"].detail == "Qwen/Qwen2.5-0.5B-Instruct (from COURSE_MODEL)"
+
+
+def test_check_env_adds_no_out_line_in_a_notebook(capsys):
+    """The first cell of every notebook shows the check lines only: IPython's formatter gets no data
+    from the result, so the kernel sends no execute_result (no stray ``Out: True``)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    status = check_env()
+    capsys.readouterr()
+    shell = InteractiveShell.instance()
+    try:
+        assert shell.display_formatter.format(status) == ({}, {})
+        assert shell.display_formatter.format(True)[0] == {"text/plain": "True"}  # what a bool would have shown
+        quiet = check_env(verbose=False)
+        assert capsys.readouterr().out == ""
+        assert shell.display_formatter.format(quiet) == ({}, {})  # ... but then shows its lines when displayed
+        assert capsys.readouterr().out.splitlines() == [c.line() for c in quiet.checks]
+    finally:
+        InteractiveShell.clear_instance()
