@@ -185,6 +185,15 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
 _REGISTRARS += [_add_fleet]
 
 
+def _add_diagnose(sub: argparse._SubParsersAction) -> None:
+    from course_lib.diagnose import add_parser  # light: no vLLM, no tokenizer until a command runs
+
+    add_parser(sub)
+
+
+_REGISTRARS += [_add_diagnose]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="course", description="Prefix Caching with vLLM: course tools")
     sub = parser.add_subparsers(dest="command", required=True)
