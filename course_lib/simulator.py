@@ -235,48 +235,75 @@ class PrefixCacheSimulator:
         hashes = block_hashes((prompt + output)[:num_kv_tokens], bs, self.hash_algo,
                               cache_salt=cache_salt, none_hash=self.none_hash)
 
-        # get_computed_blocks: longest run of cached blocks, capped at num_tokens - 1.
-        hit: list[int] = []
-        cached = self._cached
-        for h in hashes[: (len(prompt) - 1) // bs]:
-            ids = cached.get(h)
-            if not ids:
-                break
-            hit.append(ids[0])
+        hit = self.find_cached_blocks(hashes, len(prompt))  # 1. look up
         num_cached_tokens = len(hit) * bs
         self.stats.requests += 1
         self.stats.queries += len(prompt)
         self.stats.hits += num_cached_tokens
+        new_blocks, evicted = self.allocate(hit, num_blocks - len(hit))  # 2. take blocks, evicting
+        blocks = hit + new_blocks
+        self.cache_full_blocks(blocks, hashes, num_cached=len(hit))  # 3. name the full blocks
+        self.free_blocks(blocks)  # 4. the request ends: its blocks go back to the free queue
+        self.last = RequestTrace(len(prompt), num_cached_tokens, blocks, hit, evicted, hashes)
+        return num_cached_tokens
 
-        # touch: hit blocks leave the free queue (one request at a time: ref_cnt was 0).
-        free = self._free
+    # -- the core: lookup, free queue, eviction (notebook 02 prints these lines) ------
+    def find_cached_blocks(self, hashes: Sequence[bytes], num_prompt_tokens: int) -> list[int]:
+        """The cached blocks a request reuses: the longest run of its block hashes in the cache.
+
+        Stops at the first miss (hashes are chained, so no later block can hit) and
+        covers at most ``num_prompt_tokens - 1`` tokens: the model must run on the last
+        prompt token to sample the first output token. (vLLM: ``get_computed_blocks``.)
+        """
+        hit = []
+        for h in hashes[: max(num_prompt_tokens - 1, 0) // self.block_size]:
+            if h not in self._cached:
+                break
+            hit.append(self._cached[h][0])
+        return hit
+
+    def allocate(self, hit: list[int], num_new: int) -> tuple[list[int], list[int]]:
+        """Take the hit blocks out of the free queue, then pop ``num_new`` blocks from its front.
+
+        A popped block that still holds a hash loses it: that is eviction. Returns
+        ``(new_blocks, evicted_blocks)``. (vLLM: ``BlockPool.touch`` and ``get_new_blocks``.)
+        """
         for b in hit:
-            del free[b]
-        # get_new_blocks: pop from the front, evicting whatever hash the block had.
-        evicted: list[int] = []
-        new_blocks: list[int] = []
-        for _ in range(num_blocks - len(hit)):
-            b, _none = free.popitem(last=False)
+            del self._free[b]  # in use now: not evictable
+        new, evicted = [], []
+        for _ in range(num_new):
+            b, _none = self._free.popitem(last=False)  # the front of the free queue
             if self._block_hash[b] is not None:
                 self._evict(b)
                 evicted.append(b)
-            new_blocks.append(b)
-        blocks = hit + new_blocks
-        # cache_full_blocks: every new full block gets its hash (no de-duplication).
-        for i in range(len(hit), len(hashes)):
-            b, h = blocks[i], hashes[i]
+            new.append(b)
+        return new, evicted
+
+    def cache_full_blocks(self, blocks: list[int], hashes: Sequence[bytes], num_cached: int) -> None:
+        """Give each newly computed full block its hash, so later requests can hit it.
+
+        No de-duplication: a block recomputed under the last-token cap is cached a
+        second time under the same hash. (vLLM: ``BlockPool.cache_full_blocks``.)
+        """
+        for b, h in zip(blocks[num_cached:], hashes[num_cached:]):
             self._block_hash[b] = h
-            cached.setdefault(h, []).append(b)
-        # free_blocks(reversed(blocks)): uncached to the front, cached to the back.
-        to_front = [b for b in reversed(blocks) if self._block_hash[b] is None]
-        for b in reversed(to_front):
-            free[b] = None
-            free.move_to_end(b, last=False)
-        for b in reversed(blocks):
+            self._cached.setdefault(h, []).append(b)
+
+    def free_blocks(self, blocks: list[int]) -> None:
+        """Return a finished request's blocks to the free queue, last block first.
+
+        Blocks without a hash go to the FRONT (reused first: nothing worth keeping);
+        cached blocks go to the BACK, so cached blocks are evicted least recently
+        used first, a request's tail before its head. (vLLM: ``BlockPool.free_blocks``.)
+        """
+        tail_first = blocks[::-1]
+        no_hash = [b for b in tail_first if self._block_hash[b] is None]
+        for b in reversed(no_hash):  # prepended as a run: the tail block ends up at the very front
+            self._free[b] = None
+            self._free.move_to_end(b, last=False)
+        for b in tail_first:
             if self._block_hash[b] is not None:
-                free[b] = None
-        self.last = RequestTrace(len(prompt), num_cached_tokens, blocks, hit, evicted, hashes)
-        return num_cached_tokens
+                self._free[b] = None  # appended: the back of the queue, evicted last
 
     def run(self, prompts: Iterable[Sequence[int]], *, cache_salt: str | None = None) -> list[int]:
         """``process`` each prompt (one generated token each); their ``num_cached_tokens``."""
@@ -325,15 +352,11 @@ class PrefixCacheSimulator:
         """``num_cached_tokens`` the prompt would get now, without changing the pool."""
         prompt = [int(t) for t in prompt_token_ids]
         hashes = block_hashes(prompt, self.block_size, self.hash_algo, cache_salt=cache_salt, none_hash=self.none_hash)
-        n = 0
-        for h in hashes[: max(len(prompt) - 1, 0) // self.block_size]:
-            if not self._cached.get(h):
-                break
-            n += 1
-        return n * self.block_size
+        return len(self.find_cached_blocks(hashes, len(prompt))) * self.block_size
 
     # -- internals ----------------------------------------------------------------
     def _evict(self, b: int) -> None:
+        """Drop block ``b``'s hash from the cache: no request can hit it any more."""
         h = self._block_hash[b]
         assert h is not None
         ids = self._cached[h]

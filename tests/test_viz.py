@@ -59,7 +59,7 @@ def test_blocks_figure_marks_the_last_token_cap(fresh_llm):
 
 def test_free_queue_figure_shows_each_state():
     from course_lib.simulator import PrefixCacheSimulator
-    from course_lib.viz import free_queue_figure
+    from course_lib.viz import COLORS, free_queue_figure
 
     sim = PrefixCacheSimulator(5, 4)
     steps = [("start", sim.free_queue_state())]
@@ -68,8 +68,30 @@ def test_free_queue_figure_shows_each_state():
     fig = free_queue_figure(steps)
     assert [list(row) for row in fig.layout.meta] == [[b for b, _ in state] for _, state in steps]
     assert len(fig.layout.shapes) == sum(len(state) for _, state in steps)
-    blue = sum(s.fillcolor == "#1f77b4" for s in fig.layout.shapes)
-    assert blue == sum(h is not None for _, state in steps for _, h in state) == 1
+    cached = sum(s.fillcolor == COLORS["cached"] for s in fig.layout.shapes)
+    assert cached == sum(h is not None for _, state in steps for _, h in state) == 1
+
+
+def test_free_queue_figure_names_owners_and_marks_evictions():
+    """Blocks carry their owner's name (A0 = block 0 of request A); an evicted block is outlined and says whose."""
+    from course_lib.simulator import PrefixCacheSimulator
+    from course_lib.viz import COLORS, free_queue_figure
+
+    sim = PrefixCacheSimulator(4, 4)  # 3 usable blocks; A = 2 full blocks + 1 partial, then B evicts A's
+    steps, owners, evicted, owner = [("start", sim.free_queue_state())], [{}], [[]], {}
+    for name, prompt in (("A", list(range(9))), ("B", list(range(100, 109)))):
+        sim.process(prompt)
+        owner.update({b: f"{name}{k}" for k, b in enumerate(sim.last.block_ids)})
+        steps.append((name, sim.free_queue_state()))
+        owners.append(dict(owner))
+        evicted.append(sim.last.evicted_block_ids)
+    assert evicted[2], "B must evict A's cached blocks"
+    fig = free_queue_figure(steps, owners=owners, evicted=evicted)
+    labels = fig.data[0].text
+    assert any(label.startswith("<b>A0</b>") for label in labels) and any("<b>B1</b>" in label for label in labels)
+    outlined = [s for s in fig.layout.shapes if s.line.color == COLORS["evicted"]]
+    assert len(outlined) == len(evicted[2])
+    assert sum("evicted A" in label for label in labels) == len(evicted[2])
 
 
 # --- axes, the live chart, static images (issue 15) ---
