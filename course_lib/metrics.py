@@ -1,6 +1,6 @@
 """Reading vLLM's ``/metrics``: Prometheus text -> a snapshot you can query -> hit rates.
 
-Taught in ``notebooks/06_metrics.ipynb``. The seed lesson reads ``vllm_cache_hit_rate``,
+Taught in ``notebooks/06_metrics.ipynb``. Monitoring snippets often read ``vllm_cache_hit_rate``,
 ``vllm_prefix_cache_hit_rate`` and ``vllm_num_preemption_events``; vLLM never had these.
 vLLM V1 (``vllm/v1/metrics/loggers.py``, ``PrometheusStatLogger``) exports two token
 counters instead, ``vllm:prefix_cache_queries`` and ``vllm:prefix_cache_hits``, which the
@@ -33,8 +33,8 @@ DEPRECATED_PREFIX_CACHE_QUERIES = "vllm:gpu_prefix_cache_queries_total"
 DEPRECATED_PREFIX_CACHE_HITS = "vllm:gpu_prefix_cache_hits_total"
 DEPRECATED_KV_CACHE_USAGE = "vllm:gpu_cache_usage_perc"
 
-# The seed's names, and what to read instead.
-SEED_METRIC_NAMES: dict[str, str] = {
+# Names that monitoring snippets quote but vLLM never exported, and what to read instead.
+QUOTED_METRIC_NAMES: dict[str, str] = {
     "vllm_cache_hit_rate": f"no such gauge: increase({PREFIX_CACHE_HITS}) / increase({PREFIX_CACHE_QUERIES})",
     "vllm_prefix_cache_hit_rate": f"no such gauge: increase({PREFIX_CACHE_HITS}) / increase({PREFIX_CACHE_QUERIES})",
     "vllm_num_preemption_events": NUM_PREEMPTIONS,
@@ -151,7 +151,7 @@ async def monitor_cache_metrics(
 ) -> AsyncIterator[MetricsSnapshot]:
     """Scrape every ``interval`` seconds for ``duration`` seconds, yielding each snapshot.
 
-    The seed's function made real: asynchronous (httpx), so it runs beside the traffic
+    Asynchronous (httpx), so it runs beside the traffic
     it watches; ``async for snap in monitor_cache_metrics(url): ...``. Stop early with ``break``.
     """
     import httpx
@@ -278,6 +278,6 @@ def promql_hit_rate(window: str = "5m", by: Iterable[str] = ("model_name",)) -> 
     )
 
 
-def seed_names_report(snapshot: MetricsSnapshot) -> list[tuple[str, bool, str]]:
-    """For each of the seed's metric names: (name, present on this server?, what to use instead)."""
-    return [(name, name in snapshot, instead) for name, instead in SEED_METRIC_NAMES.items()]
+def quoted_names_report(snapshot: MetricsSnapshot) -> list[tuple[str, bool, str]]:
+    """For each often-quoted metric name vLLM does not have: (name, present on this server?, what to use instead)."""
+    return [(name, name in snapshot, instead) for name, instead in QUOTED_METRIC_NAMES.items()]

@@ -1,6 +1,6 @@
 """A live vLLM OpenAI-compatible server that is always stopped, plus fixed traffic for it.
 
-Taught in ``notebooks/06_metrics.ipynb``: the seed lesson scrapes ``/metrics`` of a
+Taught in ``notebooks/06_metrics.ipynb``: the prefix cache is watched through ``/metrics`` of a
 running server; this module gives the course one, on the learner's machine.
 
 ``VLLMServer`` runs ``vllm serve`` through the very function the ``vllm`` console

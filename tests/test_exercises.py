@@ -85,3 +85,39 @@ def test_unanswered_exercise_is_a_verdict_not_a_traceback(capsys):
 def test_messages_read_as_sentences():
     r = verdict("9.6 demo", False, "", "you predicted 3. the rule is e.g. a block. see kv_cache_utils.py ... then retry")
     assert str(r).endswith("[9.6 demo]: You predicted 3. The rule is e.g. a block. See kv_cache_utils.py ... then retry")
+
+
+def _scrape(queries: int, hits: int, t: float):
+    from course_lib.metrics import parse_metrics
+
+    text = (
+        "# TYPE vllm:prefix_cache_queries counter\n"
+        f'vllm:prefix_cache_queries_total{{engine="0",model_name="m"}} {queries}\n'
+        "# TYPE vllm:prefix_cache_hits counter\n"
+        f'vllm:prefix_cache_hits_total{{engine="0",model_name="m"}} {hits}\n'
+    )
+    return parse_metrics(text, timestamp=t)
+
+
+def test_06_1_weighs_periods_by_their_queries_and_names_the_averaging_slip():
+    from course_lib.exercises import nb06
+
+    # Period 1: 900 of 1000 queried tokens cached (90%); period 2: 10 of 100 (10%). Together: 910 / 1100.
+    a, b, c = _scrape(0, 0, 0.0), _scrape(1000, 900, 1.0), _scrape(1100, 910, 2.0)
+
+    def summed(intervals):
+        q = sum(y.value("vllm:prefix_cache_queries_total") - x.value("vllm:prefix_cache_queries_total") for x, y in intervals)
+        h = sum(y.value("vllm:prefix_cache_hits_total") - x.value("vllm:prefix_cache_hits_total") for x, y in intervals)
+        return h / q if q else None
+
+    def averaged(intervals):
+        rates = [summed([pair]) for pair in intervals]
+        return None if None in rates else sum(rates) / len(rates)
+
+    good = nb06.check_hit_rate(summed, a, b, c)
+    assert good.ok and f"{910 / 1100:.1%}" in str(good)
+    bad = nb06.check_hit_rate(averaged, a, b, c)
+    assert not bad.ok and "averaged" in bad.hint(1) and f"{910 / 1100:.1%}" not in str(bad) + bad.hint(9)
+    zero = nb06.check_hit_rate(lambda iv: summed(iv) or 0.0, a, b, c)
+    assert not zero.ok and "idle" in str(zero)
+    assert "no answer yet" in str(nb06.check_hit_rate(..., a, b, c)).lower()

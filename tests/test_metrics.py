@@ -19,7 +19,7 @@ from course_lib.metrics import (
     PREFIX_CACHE_HITS,
     PREFIX_CACHE_QUERIES,
     REAL_CACHE_METRIC_NAMES,
-    SEED_METRIC_NAMES,
+    QUOTED_METRIC_NAMES,
     hit_rate_timeline,
     kv_cache_usage,
     monitor_cache_metrics,
@@ -27,7 +27,7 @@ from course_lib.metrics import (
     preemptions,
     prefix_cache_hit_rate,
     scrape,
-    seed_names_report,
+    quoted_names_report,
 )
 from course_lib.server import chat_requests, rag_requests, send_chat, send_chat_async
 
@@ -52,12 +52,12 @@ def _scrape_when_counted(server, before, expected_queries, timeout=10.0):
         time.sleep(0.2)
 
 
-def test_scrape_has_the_real_names_and_not_the_seeds(server):
+def test_scrape_has_the_real_names_and_not_the_quoted_ones(server):
     snap = scrape(server.base_url)
     for name in REAL_CACHE_METRIC_NAMES:
         assert name in snap, name
-    for name, present, _ in seed_names_report(snap):
-        assert name in SEED_METRIC_NAMES and not present
+    for name, present, _ in quoted_names_report(snap):
+        assert name in QUOTED_METRIC_NAMES and not present
     # Types as declared by vLLM's PrometheusStatLogger (family names drop _total).
     assert snap.types["vllm:prefix_cache_queries"] == "counter"
     assert snap.types[KV_CACHE_USAGE] == "gauge"

@@ -8,11 +8,13 @@ each is executed, carries no error and no stderr text, pins at least one result,
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 PLOTLY = "application/vnd.plotly.v1+json"
 
 
@@ -40,3 +42,51 @@ def test_every_plotly_figure_carries_a_static_image(path):
     figures = [o["data"] for c in _code_cells(path) for o in c.get("outputs", []) if PLOTLY in o.get("data", {})]
     missing = [i for i, d in enumerate(figures) if not ({"image/png", "image/svg+xml"} & d.keys())]
     assert not missing, f"figures {missing} have no PNG/SVG: run `make notebooks NB={path.relative_to(path.parents[1])}`"
+
+
+def _figures(path: Path) -> list[dict]:
+    return [o["data"][PLOTLY] for c in _code_cells(path) for o in c.get("outputs", []) if PLOTLY in o.get("data", {})]
+
+
+def _untitled_axes(figure: dict) -> list[str]:
+    """The axes a reader sees (ticks shown) that have no title: each must say what it shows."""
+    layout = figure.get("layout", {})
+    used = {t.get(k, ax) for t in figure.get("data", []) for k, ax in (("xaxis", "x"), ("yaxis", "y"))}
+    bad = []
+    for ref in sorted(used):
+        key = ref.replace("x", "xaxis", 1) if ref.startswith("x") else ref.replace("y", "yaxis", 1)
+        axis = layout.get(key, {})
+        if axis.get("visible") is False or axis.get("showticklabels") is False:
+            continue
+        title = axis.get("title", {})
+        if not (title.get("text") if isinstance(title, dict) else title):
+            bad.append(key)
+    return bad
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_figure_titles_its_visible_axes(path):
+    untitled = {
+        (i, f.get("layout", {}).get("title", {}).get("text", "?")): axes
+        for i, f in enumerate(_figures(path))
+        if (axes := _untitled_axes(f))
+    }  # fmt: skip
+    assert not untitled, f"axes without a title (figure index, title): {untitled}"
+
+
+_OUTLINE_WORDS = re.compile(
+    r"seed lesson|seed['\u2019]s\b|\bthe seed (lesson|scenario|claims?|draws|warms|demo|says|text|code|example)\b"
+    r"|SEED_[A-Z]|seed[-_ ]scenario",
+    re.I,
+)
+
+
+@pytest.mark.parametrize(
+    "path",
+    NOTEBOOKS + sorted(REPO.glob("quizzes/*.yaml")) + [REPO / "README.md"] + sorted(REPO.glob("course_lib/**/*.py")),
+    ids=lambda p: str(p.relative_to(REPO)),
+)
+def test_the_course_stands_on_its_own(path):
+    """No reference to the outline the course grew from: a learner does not have it."""
+    found = _OUTLINE_WORDS.findall(path.read_text(encoding="utf-8", errors="replace"))
+    assert not found, f"{len(found)} reference(s) to a document learners do not have"

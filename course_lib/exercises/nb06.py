@@ -8,50 +8,76 @@ from __future__ import annotations
 
 import math
 import uuid
-from typing import Callable
+from typing import Callable, Sequence
 
-from course_lib.exercises import ExerciseResult, verdict
+from course_lib.exercises import ExerciseResult, exercise, verdict
 from course_lib.metrics import MetricsSnapshot, prefix_cache_hit_rate
 
 
+@exercise(
+    "06.1",
+    "one hit rate for several intervals",
+    hints=(
+        "A hit rate is a ratio of token counts, so two periods do not combine by averaging their rates: a period "
+        "with more queried tokens weighs more.",
+        "For each (before, after) pair take the increase of vllm:prefix_cache_hits_total and of "
+        "vllm:prefix_cache_queries_total; add the increases up over the pairs, then divide once.",
+        "No queried token at all means there is no rate: return None, not 0.",
+    ),
+)
 def check_hit_rate(
-    fn: Callable[[MetricsSnapshot, MetricsSnapshot], float | None],
+    fn: Callable[[Sequence[tuple[MetricsSnapshot, MetricsSnapshot]]], float | None],
     before: MetricsSnapshot,
+    middle: MetricsSnapshot,
     after: MetricsSnapshot,
 ) -> ExerciseResult:
-    """Exercise 1: ``fn(before, after)`` returns the hit rate from counter increases.
+    """Exercise 1: ``fn([(before, middle), (middle, after)])`` is the hit rate of both periods together.
 
-    Compared with ``prefix_cache_hit_rate`` on the learner's two snapshots, and on an
-    idle period (``after`` twice), where the right answer is None, not 0.
+    The right answer is computed by ``prefix_cache_hit_rate(before, after)`` (the two periods
+    are contiguous, so one interval covers both); the learner's function is also tried on
+    each period alone and on an idle period (``after`` twice), where the answer is None.
     """
-    name = "06.1 hit rate from counters"
-    expected = prefix_cache_hit_rate(before, after).rate
-    try:
-        got = fn(before, after)
-        idle = fn(after, after)
-    except Exception as exc:  # the learner's code: say what broke, not a traceback
-        return verdict(name, False, "", f"your function raised {type(exc).__name__}: {exc}")
-    if expected is None:
-        return verdict(name, False, "", "no tokens were queried between your snapshots: send traffic in between")
-    if got is None or not math.isclose(float(got), expected, rel_tol=1e-9):
-        return verdict(
-            name, False, "",
-            f"got {got!r}: not the hit rate of the traffic between your snapshots",
-            (
-                "A rate over a period uses the INCREASE of each counter between the snapshots, not its total since "
-                "start-up.",
-                "Divide the increase of vllm:prefix_cache_hits_total by the increase of "
-                "vllm:prefix_cache_queries_total.",
-            ),
-        )  # fmt: skip
+    name = "06.1 one hit rate for several intervals"
+    cases = [
+        ("both periods", [(before, middle), (middle, after)], prefix_cache_hit_rate(before, after).rate),
+        ("the first period alone", [(before, middle)], prefix_cache_hit_rate(before, middle).rate),
+        ("the second period alone", [(middle, after)], prefix_cache_hit_rate(middle, after).rate),
+        ("an idle period", [(after, after)], None),
+    ]
+    if any(expected is None for label, _, expected in cases[:3]):
+        return verdict(name, False, "", "no tokens were queried in one of your periods: send traffic in each")
+    first, second = cases[1][2], cases[2][2]
+    for label, intervals, expected in cases:
+        got = fn(intervals)
+        if expected is None:
+            if got is not None:
+                return verdict(name, False, "", f"for {label} (no queried token) you returned {got!r}: "
+                               "with zero queries there is no rate", ("Return None when nothing was queried.",))  # fmt: skip
+            continue
+        if got is None or not math.isclose(float(got), expected, rel_tol=1e-9):
+            hints: tuple[str, ...] = ()
+            if got is not None and math.isclose(float(got), (first + second) / 2, rel_tol=1e-9):
+                hints = ("You averaged the two periods' rates. Weigh each by its queried tokens: add the counters' "
+                         "increases first, divide once.",)  # fmt: skip
+            return verdict(name, False, "", f"for {label} you returned {got!r}: not the share of queried prompt "
+                           "tokens that were cached", hints)  # fmt: skip
+    both = cases[0][2]
     return verdict(
-        name, idle is None,
-        f"{expected:.1%}, and None for an idle period: no queries means no hit rate, not 0%",
-        f"right on traffic ({expected:.1%}), but for an idle period (same snapshot twice) you returned "
-        f"{idle!r}: with zero queries there is no rate; return None",
+        name, True,
+        f"{both:.1%} for both periods together: not the mean of {first:.1%} and {second:.1%}, because the periods "
+        "queried different numbers of tokens; and None for an idle period",
+        "",
     )  # fmt: skip
 
 
+@exercise(
+    "06.2",
+    "predict cached_tokens",
+    hints=(
+        "Tokenize both conversations with server.tokenize and count the leading tokens they share.",
+        "Keep only whole blocks of block_size tokens of that shared part.",
+    ),
+)
 def check_cached_tokens(
     prediction: int, server: "object", first: list[dict[str, str]], second: list[dict[str, str]]
 ) -> ExerciseResult:

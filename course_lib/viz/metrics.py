@@ -16,7 +16,7 @@ def hit_rate_figure(rows: list[dict], target: float | None = 0.7, title: str = "
 
     Two lines: the hit rate of each scrape interval (gaps where the server was idle)
     and the cumulative one since the first scrape; a dashed line marks ``target``
-    (the seed's ">70% for chat").
+    (a target often quoted for chat: more than 70%).
     """
     import plotly.graph_objects as go
 
@@ -25,10 +25,10 @@ def hit_rate_figure(rows: list[dict], target: float | None = 0.7, title: str = "
     fig.add_scatter(x=t, y=[r["interval"] for r in rows], mode="lines+markers", name="per interval")
     fig.add_scatter(x=t, y=[r["cumulative"] for r in rows], mode="lines", name="cumulative", line={"width": 3})
     if target is not None:
-        fig.add_hline(y=target, line_dash="dash", annotation_text=f"target {target:.0%}")
+        fig.add_hline(y=target, line_dash="dash", line_color=COLORS["bound"], annotation_text=f"target {target:.0%}")
     fig.update_layout(
         title=title, xaxis_title="time since the first scrape (s)",
-        yaxis_title="hit rate (% of queried prompt tokens cached)",
+        yaxis_title="hit rate (% of prompt tokens cached)",
         yaxis={"range": [0, 1.05], "tickformat": ".0%"}, height=380, margin={"t": 50, "b": 40},
     )  # fmt: skip
     return fig

@@ -58,7 +58,7 @@ def use_house_style() -> None:
                 "xaxis": axis,
                 "yaxis": axis,
                 "legend": {"bgcolor": "rgba(255,255,255,0.8)"},
-                "title": {"x": 0.02, "xanchor": "left"},
+                "title": {"x": 0, "xref": "paper", "xanchor": "left"},  # above the plot, clear of the y title
             }
         )
     pio.templates.default = f"plotly_white+{TEMPLATE_NAME}"
