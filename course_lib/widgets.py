@@ -16,9 +16,11 @@ from typing import Any, Sequence
 
 import ipywidgets as widgets
 
+from course_lib.engine import CPU_BLOCK_SIZE, detect_device
 from course_lib.hashing import HASH_ALGOS, short_hash
 from course_lib.model import course_tokenizer  # re-exported: notebook 02 imports it from here
 from course_lib.simulator import PrefixCacheSimulator, describe_blocks
+from course_lib.viz.style import COLORS
 
 # The shared system prompt spans more than two blocks of 32 tokens with any usual tokenizer, so the
 # "Hi"/"Hello" pair shares full blocks (it did not with SmolLM2's tokenizer and a one-line system prompt).
@@ -32,7 +34,27 @@ DEFAULT_PROMPTS = (
     _DEFAULT_SYSTEM + "User: Hello, can you explain what a KV cache block is?",
 )
 
-_STATUS_COLORS = {"hit": "#b7e4b0", "miss": "#ffd0a8", "recomputed (last-token cap)": "#fbe7a1", "partial (no hash)": "#e4e4e4"}
+# The house colours (course_lib.viz.style), lightened for a table's background: hit = cached, miss and
+# the block recomputed under the last-token cap = computed, the partial block = partial.
+_STATUS_COLORS = {"hit": COLORS["cached"] + "66", "miss": COLORS["computed"] + "66",
+                  "recomputed (last-token cap)": COLORS["computed"] + "33", "partial (no hash)": COLORS["partial"] + "88"}  # fmt: skip
+
+
+def block_size_problem(block_size: int, device: str) -> str | None:
+    """Why vLLM would refuse ``block_size`` on ``device``, or None if it runs.
+
+    The rule notebook 02 states: vLLM's CPU attention kernel accepts only multiples of 32
+    (``CPUAttentionBackend.get_supported_kernel_block_sizes`` returns ``[MultipleOf(32)]``,
+    ``vllm/v1/attention/backends/cpu_attn.py``); an engine started with another size stops
+    at start. On a GPU the attention backend decides, so only a positive size is required here.
+    """
+    if not isinstance(block_size, int) or block_size <= 0:
+        return f"block_size must be a positive integer, not {block_size!r}"
+    if device == "cpu" and block_size % CPU_BLOCK_SIZE:
+        return (f"block_size={block_size} is refused on the CPU: vLLM's CPU attention kernel accepts only multiples "
+                f"of {CPU_BLOCK_SIZE} (32, 64, 96, ...), and an engine started with {block_size} stops at start. "
+                "Pick a multiple of 32.")  # fmt: skip
+    return None
 
 
 def not_live_bundle(widget: widgets.Widget, what: str, preview_html: str = "") -> dict[str, Any]:
@@ -59,6 +81,9 @@ class BlockExplorer(widgets.VBox):
     the blocks prompts ``0..k-1`` cached. Each prompt has its own ``cache_salt``
     box (empty = no salt). ``results`` holds each prompt's ``num_cached_tokens``,
     ``rows`` its ``BlockInfo`` list, ``summary`` (an HTML widget) the table shown.
+    On the CPU (``device``, detected by default) a block size vLLM's CPU kernel
+    would refuse is refused here too (``block_size_problem``): the slider moves in
+    steps of 32, and a value set otherwise shows the rule instead of a table.
     """
 
     def __init__(
@@ -70,9 +95,14 @@ class BlockExplorer(widgets.VBox):
         tokenizer: Any = None,
         *,
         show_figures: bool = False,
+        device: str | None = None,
     ) -> None:
         if len(prompts) < 2:
             raise ValueError("BlockExplorer compares prompts: give it at least two")
+        self.device = device or detect_device()
+        problem = block_size_problem(block_size, self.device)
+        if problem:
+            raise ValueError(problem)
         self.tokenizer = tokenizer if tokenizer is not None else course_tokenizer()
         salts = list(salts) if salts is not None else [""] * len(prompts)
         if len(salts) != len(prompts):
@@ -80,7 +110,9 @@ class BlockExplorer(widgets.VBox):
         layout = widgets.Layout(width="100%", height="80px")
         self.prompt_boxes = [widgets.Textarea(value=p, description=f"prompt {i}", layout=layout) for i, p in enumerate(prompts)]
         self.salt_boxes = [widgets.Text(value=s, description="cache_salt", placeholder="(none)") for s in salts]
-        self.block_size = widgets.IntSlider(value=block_size, min=1, max=64, description="block_size")
+        step = CPU_BLOCK_SIZE if self.device == "cpu" else 1
+        self.block_size = widgets.IntSlider(value=block_size, min=step, max=max(256, block_size), step=step,
+                                            description="block_size")  # fmt: skip
         self.hash_algo = widgets.Dropdown(options=list(HASH_ALGOS), value=hash_algo, description="hash_algo")
         self.summary = widgets.HTML()
         self.show_figures = show_figures
@@ -103,8 +135,14 @@ class BlockExplorer(widgets.VBox):
     def update(self) -> None:
         """Recompute everything from the widgets' current values."""
         bs, algo = self.block_size.value, self.hash_algo.value
-        sim = PrefixCacheSimulator(10**6, bs, algo)  # big enough: nothing is evicted
         self.results, self.rows, self.figures = [], [], []
+        problem = block_size_problem(bs, self.device)
+        if problem:  # what the engine would do: refuse, not compute a table for a size that cannot run
+            self.summary.value = f"<p><b>refused</b>: {html.escape(problem)}</p>"
+            if self.show_figures:
+                self.figure_output.clear_output()
+            return
+        sim = PrefixCacheSimulator(10**6, bs, algo)  # big enough: nothing is evicted
         parts = [f"<p>block_size={bs}, hash_algo={algo}: each prompt is looked up against the blocks "
                  "the prompts above it cached.</p>"]  # fmt: skip
         for i, (box, salt_box) in enumerate(zip(self.prompt_boxes, self.salt_boxes)):

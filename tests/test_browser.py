@@ -7,7 +7,7 @@ temporary folder, each named after the course notebook it exercises and running 
 same ``course_lib`` code as the notebook's cells, in a real kernel (and, for the live chart,
 against a real vLLM server):
 
-* ``02_block_hashing``: the block explorer answers a slider move, a block figure is drawn
+* ``02_block_hashing``: the block explorer answers a slider move (in steps of 32 on a CPU), a block figure is drawn
   as SVG, the quiz widget records and judges an answer;
 * ``06_metrics``: the live hit-rate chart shows more than one point *while its cell is
   still running*, and leaves a figure behind when it ends.
@@ -321,11 +321,12 @@ def test_block_explorer_figure_and_quiz_in_jupyterlab(browser, lab):
         assert "block_size=32" in (summary.text_content() or "")
         nb.shot("explorer")
 
-        # The explorer answers a slider move: the kernel recomputes and the page shows block_size=31.
+        # The explorer answers a slider move: on the CPU it steps by 32 (the CPU kernel's rule), so one step
+        # right is 64; the kernel recomputes and the page shows block_size=64.
         handle = nb.cell(0).locator(".widget-slider .noUi-handle").first
         handle.focus()
-        handle.press("ArrowLeft")
-        nb.page.wait_for_function("el => el.textContent.includes('block_size=31')", arg=summary.element_handle(),
+        handle.press("ArrowRight")
+        nb.page.wait_for_function("el => el.textContent.includes('block_size=64')", arg=summary.element_handle(),
                                   timeout=30_000)  # fmt: skip
         nb.shot("explorer-slider")
 
