@@ -143,7 +143,7 @@ class BlockIdentity:
         head = {"block_hash": block_hash, "model": self.model, "dtype": self.dtype,
                 "block_size": self.block_size, "layers": list(self.layers),
                 "layer_shape": list(self.layer_shape), "payload_bytes": len(payload),
-                "crc32": zlib.crc32(payload)}  # fmt: skip
+                "crc32": f"{zlib.crc32(payload):08x}"}  # fixed width: every block file has one size
         raw = json.dumps(head, sort_keys=True).encode()
         return MAGIC + struct.pack("<I", len(raw)) + raw
 
@@ -177,6 +177,21 @@ def read_header(path: Path) -> tuple[dict[str, Any], int]:
 
 
 # -- the directory: the only shared state ----------------------------------------------------
+
+_last_stamp_ns = 0
+
+
+def _stamp(path: Path) -> None:
+    """Set ``path``'s mtime to now, to the nanosecond, strictly after this process's last stamp.
+
+    File systems stamp writes with a coarse clock (a few milliseconds on Linux), so blocks
+    written in one step would tie and LRU order would be arbitrary; an explicit
+    ``time.time_ns()`` keeps the order in which blocks were written or last hit.
+    """
+    global _last_stamp_ns
+    _last_stamp_ns = max(time.time_ns(), _last_stamp_ns + 1)
+    os.utime(path, ns=(_last_stamp_ns, _last_stamp_ns))
+
 
 
 class TierDirectory:
@@ -219,6 +234,7 @@ class TierDirectory:
                 if self.fsync:
                     f.flush()
                     os.fsync(f.fileno())
+            _stamp(tmp)  # rename keeps the mtime: the block is the most recently used
             os.replace(tmp, self.block_path(block_hash))  # atomic: readers see all or nothing
         except OSError as exc:  # full (ENOSPC), removed, made read-only meanwhile...
             logger.warning("KV tier: block %s skipped: %s", block_hash[:16], exc)
@@ -428,7 +444,7 @@ class CourseTierConnector(KVConnectorBase_V1):
             with open(path, "rb") as f:
                 f.seek(offset)
                 payload = f.read()
-            if problem is None and zlib.crc32(payload) != head["crc32"]:
+            if problem is None and f"{zlib.crc32(payload):08x}" != head["crc32"]:
                 problem = "payload checksum mismatch (corrupt file)"
             if problem is None and len(payload) != head["payload_bytes"]:
                 problem = "truncated payload"
@@ -439,8 +455,8 @@ class CourseTierConnector(KVConnectorBase_V1):
             logger.warning("KV tier: %s not loaded (recomputed instead): %s", path.name, problem)
             return None
         try:
-            os.utime(path)  # a hit makes the block the most recently used
-        except OSError:
+            _stamp(path)  # a hit makes the block the most recently used
+        except OSError:  # evicted by another process since: the payload we read is still whole
             pass
         return payload
 
