@@ -167,7 +167,8 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
     def run(args: argparse.Namespace) -> int:
         from course_lib.fleet import run_cli
 
-        return run_cli(args.trace, args.replicas, args.capacity_tokens, args.policy, args.json, args.concurrency, args.seed)
+        return run_cli(args.trace, args.replicas, args.capacity_tokens, args.policy, args.json, args.concurrency, args.seed,
+                       args.tier2_capacity_tokens)
 
     from course_lib.fleet import POLICIES
 
@@ -178,6 +179,8 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--policy", choices=POLICIES, default="cache_aware")
     p.add_argument("--concurrency", type=int, default=1, help="requests in flight the load-aware policies see")
     p.add_argument("--seed", type=int, default=0, help="seed of the random policy")
+    p.add_argument("--tier2-capacity-tokens", type=int, default=0,
+                   help="a second tier shared by every replica, in tokens (LRU; default 0: none)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=run)
 

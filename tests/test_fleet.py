@@ -5,21 +5,27 @@
 - a pooled cache large enough for the whole trace gives the "prefix blocks seen" rate
   computed here directly from the ids;
 - round robin over N replicas equals N separate single-replica replays of every N-th request;
-- the kv_aware index fed by store/remove events equals the caches' content.
+- the kv_aware index fed by store/remove events equals the caches' content;
+- the policy objects and the shared tier (``tier2_capacity_tokens``) changed no replay: with
+  no tier every policy reproduces, assignment by assignment, what the single-function
+  simulator of commit 77914da (before the refactor) computed;
+- the tier's hits equal an LRU computed here, request by request.
 The traces themselves are checked in test_traces.py.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import subprocess
+from collections import OrderedDict
 import sys
 
 import pytest
 
 from course_lib.engine import CourseError
-from course_lib.fleet import POLICIES, BlockCache, simulate_fleet
+from course_lib.fleet import POLICIES, BlockCache, SharedTier, simulate_fleet
 from course_lib.hashing import block_hashes
 from course_lib.simulator import PrefixCacheSimulator
 from course_lib.traces import MOONCAKE_BLOCK_TOKENS, FleetRequest, load_trace, prefix_blocks_seen
@@ -188,3 +194,128 @@ def test_cli_json_and_table(tmp_path):
     assert conv["requests"] == 12031 and len(conv["per_replica"]) == 3
     assert sum(r["requests"] for r in conv["per_replica"]) == 12031
     assert conv["hit_rate"] == pytest.approx(sum(r["cached_tokens"] for r in conv["per_replica"]) / conv["input_tokens"], abs=1e-6)
+
+
+# sha256 of every replay's (assignments, cached tokens per request, oversize requests) over the
+# grid of _grid_digest, per policy, as computed by course_lib/fleet.py at commit 77914da (the
+# one-function simulator, before the policy objects and the tier): `git show
+# 77914da:course_lib/fleet.py > /tmp/fleet_old.py` and the same loops over its simulate_fleet.
+PINNED_BEFORE_REFACTOR = {
+    "round_robin": "ee06bc39fbcbdb5e",
+    "random": "e157517bf64b7877",
+    "consistent_hash": "645b7414b050e044",
+    "cache_aware": "898f432cef765aa9",
+    "kv_aware": "9e295234b883f521",
+    "pooled": "4f5c1b5b63c42859",
+}
+
+
+def _grid_digest(policy: str, **extra: object) -> str:
+    conv, syn = load_trace("conversation")[:1500], load_trace("synthetic")[:800]
+    h = hashlib.sha256()
+    for trace in (conv, syn):
+        for replicas in (1, 3, 8):
+            for cap in (300 * 512, 3000 * 512):
+                for conc in (1, 8, 100):
+                    res = simulate_fleet(trace, replicas, cap, policy, concurrency=conc, **extra)  # type: ignore[arg-type]
+                    h.update(json.dumps([res.assignments, res.cached_per_request, res.oversize_requests]).encode())
+    return h.hexdigest()[:16]
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_no_tier_replays_exactly_as_before_the_refactor(policy):
+    assert _grid_digest(policy, tier2_capacity_tokens=0) == PINNED_BEFORE_REFACTOR[policy]
+
+
+def test_tier_zero_is_no_tier(conversation):
+    requests = conversation[:2000]
+    for policy in POLICIES:
+        a = simulate_fleet(requests, 4, 400 * 512, policy, concurrency=8)
+        b = simulate_fleet(requests, 4, 400 * 512, policy, concurrency=8, tier2_capacity_tokens=0)
+        assert (a.assignments, a.cached_per_request, a.per_replica) == (b.assignments, b.cached_per_request, b.per_replica)
+        assert b.tier2_hit_rate == 0.0 and b.tier2_capacity_tokens == 0 and b.to_dict()["tier2_hit_rate"] == 0.0
+
+
+def _reference_tier_hits(requests, local_blocks_per_request, tier_blocks, bs):
+    """An LRU of block ids fed as the tier is: read past the local hit, written for computed blocks."""
+    lru: OrderedDict[int, None] = OrderedDict()
+    hits = []
+    for req, local, oversize in local_blocks_per_request:
+        cap, full = (req.input_length - 1) // bs, req.input_length // bs
+        k = local
+        while k < cap and req.hash_ids[k] in lru:
+            k += 1
+        hits.append((k - local) * bs)
+        if oversize:
+            continue  # never scheduled: nothing read, nothing written
+        for h in req.hash_ids[local:full]:  # read (k) and written (the rest): both become most recent
+            lru[h] = None
+            lru.move_to_end(h)
+            if len(lru) > tier_blocks:
+                lru.popitem(last=False)
+    return hits
+
+
+@pytest.mark.parametrize("policy,tier_blocks", [("round_robin", 2000), ("round_robin", 30_000), ("kv_aware", 5000),
+                                                ("consistent_hash", 5000)])  # fmt: skip
+def test_tier_hits_are_an_lru_behind_unchanged_local_caches(conversation, policy, tier_blocks):
+    bs = MOONCAKE_BLOCK_TOKENS
+    requests = conversation[:3000]
+    cap = 300 * bs
+    alone = simulate_fleet(requests, 4, cap, policy, concurrency=8)
+    tiered = simulate_fleet(requests, 4, cap, policy, concurrency=8, tier2_capacity_tokens=tier_blocks * bs)
+    # the tier changes no routing and no local cache: local hits are the no-tier replay's
+    assert tiered.assignments == alone.assignments
+    local = [c - t for c, t in zip(tiered.cached_per_request, tiered.tier2_per_request)]
+    assert local == alone.cached_per_request
+    oversize = [-(-r.input_length // bs) > 300 for r in requests]
+    expected = _reference_tier_hits(requests, [(r, c // bs, o) for r, c, o in zip(requests, local, oversize)], tier_blocks, bs)
+    assert tiered.tier2_per_request == expected
+    assert sum(expected) > 0
+    assert tiered.hit_rate == pytest.approx(alone.hit_rate + tiered.tier2_hit_rate)
+    assert all(c <= r.input_length - 1 for c, r in zip(tiered.cached_per_request, requests))
+
+
+def test_an_unbounded_tier_makes_round_robin_the_pooled_bound(conversation):
+    # Every computed block stays in the tier, so every request finds its whole seen prefix:
+    # the rate computed independently in test_pooled_with_room_for_everything_is_prefix_blocks_seen.
+    bs = MOONCAKE_BLOCK_TOKENS
+    requests = conversation[:3000]
+    biggest = max(-(-r.input_length // bs) for r in requests)
+    total = sum(-(-r.input_length // bs) for r in requests)
+    res = simulate_fleet(requests, 8, biggest * bs, "round_robin", tier2_capacity_tokens=total * bs)
+    assert res.oversize_requests == 0
+    assert res.hit_rate == pytest.approx(prefix_blocks_seen(requests))
+    assert res.tier2_hit_rate > 0.5 * res.hit_rate  # most of it came from the tier
+
+
+def test_shared_tier_is_lru():
+    tier = SharedTier(3)
+    tier.write([1, 2, 3])
+    assert tier.prefix_after([1, 2, 3, 4], 0, 4) == 3
+    tier.touch([1])  # 1 becomes the most recent; 2 is the least recently used
+    tier.write([4])
+    assert 2 not in tier and all(h in tier for h in (1, 3, 4)) and tier.evictions == 1
+    assert tier.prefix_after([1, 2, 3], 0, 3) == 1 and tier.prefix_after([9, 3, 4, 1], 1, 3) == 2
+    with pytest.raises(CourseError, match="at least one block"):
+        SharedTier(0)
+    with pytest.raises(CourseError, match="less than one block"):
+        simulate_fleet([], 2, 10_000, "round_robin", tier2_capacity_tokens=100)
+
+
+def test_cli_tier2_capacity_tokens():
+    def run(*extra: str) -> dict:
+        out = subprocess.run([sys.executable, "-m", "course_lib.cli", "fleet", "--trace", "conversation", "--replicas", "8",
+                              "--capacity-tokens", "1000000", "--policy", "round_robin", "--json", *extra],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        return json.loads(out.stdout)
+
+    base, tiered = run(), run("--tier2-capacity-tokens", "8000000")
+    reqs = load_trace("conversation")
+    res = simulate_fleet(reqs, 8, 1_000_000, "round_robin", tier2_capacity_tokens=8_000_000)
+    assert base["tier2_hit_rate"] == 0.0 and base["tier2_capacity_tokens"] == 0
+    assert tiered["tier2_capacity_tokens"] == 8_000_000 // 512 * 512
+    assert tiered["hit_rate"] == round(res.hit_rate, 6) and tiered["tier2_hit_rate"] == round(res.tier2_hit_rate, 6)
+    # hit_rate stays the total: the local part is the replay without a tier
+    assert tiered["hit_rate"] - tiered["tier2_hit_rate"] == pytest.approx(base["hit_rate"], abs=2e-6)
+    assert sum(r["tier2_cached_tokens"] for r in tiered["per_replica"]) == res.tier2_cached_tokens
