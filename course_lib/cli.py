@@ -156,7 +156,7 @@ def _add_workloads(sub: argparse._SubParsersAction) -> None:
     p.add_argument("kind", choices=["chat", "rag"])
     p.add_argument("--cache-tokens", type=int, nargs="+", default=[4096, 16384, 65536], help="KV cache sizes in tokens")
     p.add_argument("--block-sizes", type=int, nargs="+", default=[32], help="block sizes in tokens")
-    p.add_argument("--seed", type=int, default=0, help="trace seed (default 0, as in the notebooks)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the trace generator (default 0, as in the notebooks)")
     p.set_defaults(func=run)
 
 
