@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -17,6 +18,7 @@ from course_lib.notebook_export import (
     export_student_notebooks,
     solution_lines,
     strip_solutions,
+    student_notebook,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -269,3 +271,25 @@ def test_a_learner_copy_runs_to_the_end_and_its_checks_say_not_yet(tmp_path, cap
     for cell in nb.cells:  # the instructor's version passes
         exec(cell.source, namespace)
     assert "correct [9.5 demo]" in capsys.readouterr().out
+
+
+def _check_functions_called(source: str) -> list[tuple[str, str]]:
+    """``(module, function)`` for each ``nbNN.check_x(`` call in a cell."""
+    return re.findall(r"\b(nb\d\d)\.(check_\w+)\s*\(", source)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_every_learner_cell_runs_and_every_check_answers_not_yet(path, tmp_path):
+    """A learner copy is valid Python cell by cell, and every check it calls is declared with
+    ``@exercise``: so an unanswered exercise prints a verdict and Run All goes on to the quiz."""
+    import importlib
+
+    student, _ = student_notebook(nbformat.read(path, as_version=4), where=path.name)
+    flags = ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+    for index, cell in enumerate(student.cells):
+        if cell.cell_type != "code":
+            continue
+        compile(_without_magics(cell.source), f"{path.name}, cell {index}", "exec", flags=flags)
+        for module, function in _check_functions_called(cell.source):
+            check = getattr(importlib.import_module(f"course_lib.exercises.{module}"), function)
+            assert hasattr(check, "exercise_id"), f"{path.name}, cell {index}: {module}.{function} is not declared with @exercise"
