@@ -190,3 +190,28 @@ def test_static_figures_add_a_png_without_warnings():
                          env=env, timeout=300, check=True)  # fmt: skip
     assert out.stdout.splitlines() == ["['application/vnd.plotly.v1+json', 'image/png', 'text/plain'] True"] * 2
     assert out.stderr == ""
+
+
+def test_hit_rate_curves_zoom_to_the_data_and_say_so():
+    """Notebook 04's block-size figure: differences of a few points on a zoomed axis, titled as zoomed."""
+    from course_lib.viz import hit_rate_curves_figure
+
+    rows = [{"cache_tokens": c, "block_size": b, "hit_rate": h}
+            for b, rates in ((16, (0.82, 0.89)), (128, (0.80, 0.84))) for c, h in zip((4096, 65536), rates)]  # fmt: skip
+    zoomed = hit_rate_curves_figure(rows, target=0.7, zoom=True)
+    lo, hi = zoomed.layout.yaxis.range
+    assert 0.75 < lo < 0.80 and 0.89 < hi < 0.95 and "zoomed" in zoomed.layout.yaxis.title.text
+    assert not zoomed.layout.shapes  # the 70 % target lies outside the zoomed axis: not drawn
+    full = hit_rate_curves_figure(rows)
+    assert list(full.layout.yaxis.range) == [0, 1.02] and len(full.layout.shapes) == 1
+    assert [t.name for t in full.data] == ["block 16", "block 128"]
+
+
+def test_chat_figures_use_the_cache_colours():
+    from course_lib.viz import COLORS, chat_turns_figure, reuse_bars_figure
+
+    turns = chat_turns_figure([{"turn": 1, "num_cached_tokens": 0, "prefilled_tokens": 40, "prev_prompt_full_blocks": 0}])
+    bars = reuse_bars_figure([{"case": "a", "prompt_tokens": 40, "num_cached_tokens": 32}])
+    for fig in (turns, bars):
+        assert [t.marker.color for t in fig.data[:2]] == [COLORS["cached"], COLORS["computed"]]
+    assert [list(t.y) for t in bars.data] == [[32], [8]]  # stacked: cached + prefilled = the prompt
