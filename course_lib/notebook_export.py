@@ -354,7 +354,9 @@ def cli_export_student(args: argparse.Namespace) -> int:
     from course_lib import quiz
 
     if getattr(args, "bundle", None):
-        quiz_src = getattr(args, "quizzes", None) or quiz.checkout_quiz_dir() or quiz.quiz_dir()
+        # Quizzes resolve as in every command (quiz.quiz_dir_origin: the current project first), and we say where from.
+        quiz_src, origin = (Path(args.quizzes), "--quizzes") if getattr(args, "quizzes", None) else quiz.quiz_dir_origin()
+        print(f"quizzes from {quiz_src} ({origin}); notebooks from {Path(args.notebooks).resolve()}")
         written = export_bundle(args.notebooks, quiz_src, args.bundle, force=args.force)
         print(f"{args.bundle}: student bundle with {len(written)} files (notebooks without solutions, "
               "quizzes without keys, README.md)")  # fmt: skip

@@ -39,15 +39,18 @@ def test_grade_writes_the_gradebook_and_reports_each_bad_file(tmp_path, capsys):
     status = main(["grade", "--quiz", "06_metrics", "--out", str(out), *map(str, good + bad)])
     assert status == 1
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == len(bad)
+    assert err[0].startswith("quiz 06_metrics: ") and err[0].endswith(")")  # where the quiz id was found
+    # garbage and other's answers are rejected; extra.json (an unknown question id) is graded except for it
+    assert len(err) == 1 + len(bad)
     for path in bad:
         assert sum(str(path) in line for line in err) == 1
+    assert [line.split(": ")[0] for line in err[1:]] == ["partly graded", "rejected", "rejected"]
     quiz = Q.load_quiz("06_metrics")
     rows = list(csv.DictReader(out.open()))
-    assert [r["student"] for r in rows] == ["al", "mo", "zoe"]
+    assert [r["student"] for r in rows] == ["al", "lu", "mo", "zoe"]
     assert list(rows[0]) == ["student", *(q.id for q in quiz.questions), "total", "max"]
     totals = {r["student"]: float(r["total"]) for r in rows}
-    assert totals == {"al": 0.0, "mo": quiz.questions[0].points, "zoe": quiz.max_points}
+    assert totals == {"al": 0.0, "lu": 0.0, "mo": quiz.questions[0].points, "zoe": quiz.max_points}
     assert all(float(r["max"]) == quiz.max_points for r in rows)
     for r in rows:
         assert float(r["total"]) == sum(float(r[q.id]) for q in quiz.questions)

@@ -141,7 +141,8 @@ def _break(change):
 BROKEN = {
     "two correct in single": (lambda d: d["questions"][0]["choices"][1].update(correct=True), "exactly one correct"),
     "duplicate id": (lambda d: d["questions"][1].update(id="a"), "used twice"),
-    "numeric with choices": (lambda d: d["questions"][1].update(choices=d["questions"][0]["choices"]), "'numeric' question takes"),
+    "numeric with choices": (lambda d: d["questions"][1].update(choices=[dict(c) for c in d["questions"][0]["choices"]]),
+                             "'numeric' question takes"),  # copies: a shared list would be dumped as a YAML alias
     "text without accept": (lambda d: d["questions"][2].pop("accept"), "'accept' is a required property"),
     "missing question feedback": (lambda d: d["questions"][1].pop("feedback"), "'feedback' is a required property"),
     "missing choice feedback": (lambda d: d["questions"][0]["choices"][0].pop("feedback"), "'feedback' is a required property"),
@@ -236,25 +237,32 @@ def test_grading_perfect_wrong_partial_and_rejected_submissions(tmp_path):
     bad = {
         "broken.json": '{"quiz": "module2", "student": ',
         "foreign.json": json.dumps({"quiz": "02_block_hashing", "student": "eve", "answers": {}}),
-        "unknown.json": json.dumps({"quiz": "module2", "student": "mal", "answers": {"q999": 1}}),
-        "badtype.json": json.dumps({"quiz": "module2", "student": "tom", "answers": {quiz.questions[0].id: "zero"}}),
         "nokeys.json": json.dumps(["module2", "x"]),
     }
-    for name, text in bad.items():
+    # Graded except for the part named (an unknown question id is ignored, a malformed answer scores 0).
+    part = {
+        "unknown.json": json.dumps({"quiz": "module2", "student": "mal", "answers": {**perfect, "q999": 1}}),
+        "badtype.json": json.dumps({"quiz": "module2", "student": "tom", "answers": {**perfect, quiz.questions[0].id: "zero"}}),
+    }
+    for name, text in {**bad, **part}.items():
         (tmp_path / name).write_text(text)
         files.append(tmp_path / name)
     random.Random(0).shuffle(files)
 
     book = Q.grade("module2", files)
     by_student = {r.student: r for r in book.rows}
-    assert [r.student for r in book.rows] == ["ada", "bob", "cy"]
+    assert [r.student for r in book.rows] == ["ada", "bob", "cy", "mal", "tom"]
     assert by_student["ada"].total == pytest.approx(quiz.max_points)
     assert by_student["bob"].total == 0
     assert by_student["cy"].total == pytest.approx(expected_partial)
-    assert len(book.problems) == len(bad)
+    assert by_student["mal"].total == pytest.approx(quiz.max_points)
+    assert by_student["tom"].total == pytest.approx(quiz.max_points - quiz.questions[0].points)
+    assert len(book.problems) == len(bad) and len(book.partial) == len(part)
     for name in bad:
         assert sum(str(tmp_path / name) in line for line in book.problems) == 1, name
-    joined = "\n".join(book.problems)
+    for name in part:
+        assert sum(str(tmp_path / name) in line for line in book.partial) == 1, name
+    joined = "\n".join(book.problems + book.partial)
     assert "for quiz '02_block_hashing'" in joined and "q999" in joined and "not valid JSON" in joined
 
     rows = list(__import__("csv").reader(book.to_csv().splitlines()))
@@ -424,10 +432,10 @@ def test_numeric_cache_answers_match_the_real_engine(llm):
         if q.type == "numeric"
     }
 
-    p100, p96, p64, p200, system, shared = _ids(100, 1), _ids(96, 2), _ids(64, 3), _ids(200, 10), _ids(1000, 4), _ids(150, 7)
+    p96, p64, p200, system, shared = _ids(96, 2), _ids(64, 3), _ids(200, 10), _ids(1000, 4), _ids(150, 7)
     # (question, first prompt, second prompt, salts, shared tokens, the engine's answer by the block rule)
     cases = [
-        (("00_setup", "repeated_prompt"), p100, p100, (None, None), 100),
+        (("00_setup", "repeated_prompt"), _ids(924, 11), _ids(924, 11), (None, None), 924),  # notebook 00's 924 tokens
         (("02_block_hashing", "exact_resubmit"), p96, p96, (None, None), 96),
         (("module2", "aligned_resubmit"), p64, p64, (None, None), 64),
         (("03_live_engine", "second_request_cached"), system + _ids(50, 5), system + _ids(50, 6), (None, None), 1000),
@@ -673,12 +681,15 @@ def test_the_packaged_quizzes_are_the_keyless_copies_of_quizzes_dir():
         assert not walk_keys(load_raw(path)) & set(Q.KEY_FIELDS)
 
 
-def test_outside_a_checkout_quizzes_come_from_the_package_in_exam_mode(monkeypatch):
+def test_outside_a_checkout_quizzes_come_from_the_package_in_exam_mode(monkeypatch, tmp_path):
     import importlib
 
     schema = importlib.import_module("course_lib.quiz.schema")  # the module (quiz.schema is the JSON Schema function)
     monkeypatch.delenv(Q.QUIZ_DIR_ENV, raising=False)
-    assert Q.quiz_dir() == REPO / "quizzes"
+    monkeypatch.chdir(REPO / "notebooks")  # inside the course project: its quizzes/ (a notebook's kernel)
+    assert Q.quiz_dir_origin() == (REPO / "quizzes", f"the course project in {REPO}, the current directory")
+    monkeypatch.chdir(tmp_path)  # elsewhere: the checkout the package runs from, said so
+    assert Q.quiz_dir() == REPO / "quizzes" and "not in a course project" in Q.quiz_dir_origin()[1]
     monkeypatch.setattr(schema, "checkout_quiz_dir", lambda: None)  # as in an installed wheel (tests/test_wheel.py)
     assert Q.quiz_dir() == Q.PACKAGED_QUIZ_DIR
     view = Q.build("02_block_hashing")

@@ -19,22 +19,26 @@ import argparse
 import sys
 
 from course_lib.quiz.grading import (
+    CheckedSubmission,
     Gradebook,
     GradeRow,
     Judgement,
     SubmissionError,
     answer_problem,
     check_out_path,
+    check_submission,
     csv_safe,
+    expand_submissions,
     grade,
     judge,
-    name_key,
-    normalise_name,
+    number_from_string,
     read_submission,
     score_submission,
     submission_problems,
     write_gradebook,
 )
+from course_lib.quiz.names import name_changes, name_key, name_problem, normalise_name
+from course_lib.quiz.safe_io import shown
 from course_lib.quiz.schema import (
     KEY_FIELDS,
     PACKAGED_QUIZ_DIR,
@@ -51,8 +55,11 @@ from course_lib.quiz.schema import (
     content_version,
     export_student,
     load_quiz,
+    locate,
     parse_quiz_text,
+    project_root,
     quiz_dir,
+    quiz_dir_origin,
     quiz_from_data,
     read_quiz_data,
     resolve,
@@ -67,11 +74,13 @@ from course_lib.quiz.widget import QuizView, build, parse_number, show
 __all__ = [
     "Choice", "Gradebook", "GradeRow", "Judgement", "KEY_FIELDS", "PACKAGED_QUIZ_DIR", "QUESTION_TYPES",
     "QUIZ_DIR_ENV", "Question", "Quiz", "QuizError", "QuizView", "SCHEMA_PATH", "SubmissionError",
-    "all_quiz_paths", "answer_problem", "build", "check_out_path", "check_quiz_file", "checkout_quiz_dir", "content_version",
-    "csv_safe", "export_student", "grade", "judge", "load_quiz", "name_key", "normalise_name",
-    "parse_number", "parse_quiz_text", "quiz_dir", "quiz_from_data", "read_quiz_data", "read_submission",
-    "resolve", "schema", "score_submission", "show", "student_copy_data", "student_copy_text",
-    "submission_problems", "sync_packaged_quizzes", "validate_quiz_data", "write_gradebook",
+    "all_quiz_paths", "answer_problem", "build", "check_out_path", "check_quiz_file", "check_submission",
+    "CheckedSubmission", "checkout_quiz_dir", "content_version", "csv_safe", "expand_submissions", "export_student",
+    "grade", "judge", "load_quiz", "locate", "name_changes", "name_key", "name_problem", "normalise_name",
+    "number_from_string", "parse_number", "parse_quiz_text", "project_root", "quiz_dir", "quiz_dir_origin",
+    "quiz_from_data", "read_quiz_data", "read_submission", "resolve", "schema", "score_submission", "show", "shown",
+    "student_copy_data", "student_copy_text", "submission_problems", "sync_packaged_quizzes", "validate_quiz_data",
+    "write_gradebook",
 ]  # fmt: skip
 
 
@@ -83,7 +92,9 @@ def sync_packaged_quizzes(source_dir: "str | None" = None) -> list[str]:
     """
     from pathlib import Path
 
-    src = Path(source_dir) if source_dir else quiz_dir()
+    # The packaged copies belong to the checkout the package runs from: sync from its quizzes/,
+    # whatever the current directory (another copy of the course has its own package data).
+    src = Path(source_dir) if source_dir else (checkout_quiz_dir() or quiz_dir())
     if src.resolve() == PACKAGED_QUIZ_DIR.resolve():
         raise QuizError(f"{src} is the packaged copy itself; run this from a checkout with quizzes/")
     quizzes = [load_quiz(p) for p in all_quiz_paths(src)]
@@ -110,16 +121,26 @@ def sync_packaged_quizzes(source_dir: "str | None" = None) -> list[str]:
 def cli_quiz(args: argparse.Namespace) -> int:
     """``course quiz export-student QUIZ --out PATH``, ``course quiz validate [QUIZ...]``, ``course quiz sync-package``."""
     if args.quiz_command == "export-student":
-        target = export_student(args.quiz, args.out, force=args.force)
-        print(f"{target}: student copy of {load_quiz(args.quiz).id!r} (no answer key, exam mode)")
+        path, origin = locate(args.quiz)
+        target = export_student(path, args.out, force=args.force)
+        print(f"{target}: student copy of {load_quiz(path).id!r} from {path} ({origin}; no answer key, exam mode)")
         return 0
     if args.quiz_command == "sync-package":
-        changed = sync_packaged_quizzes()
-        print(f"{PACKAGED_QUIZ_DIR}: " + (", ".join(changed) + " updated" if changed else "already up to date"))
+        source = checkout_quiz_dir() or quiz_dir()
+        changed = sync_packaged_quizzes(str(source))
+        print(f"{PACKAGED_QUIZ_DIR} (from {source}): " + (", ".join(changed) + " updated" if changed else "already up to date"))
         return 0
-    paths = [resolve(q) for q in args.quizzes] or all_quiz_paths()
+    located = [locate(q) for q in args.quizzes]
+    for (path, origin), given in zip(located, args.quizzes):
+        if origin != "the file given":
+            print(f"quiz {shown(given)}: {path} ({origin})")
+    paths = [p for p, _ in located]
     if not paths:
-        raise QuizError(f"no quiz files in {quiz_dir()}")
+        base, origin = quiz_dir_origin()
+        print(f"quizzes from {base} ({origin})")
+        paths = all_quiz_paths(base)
+        if not paths:
+            raise QuizError(f"no quiz files in {base}")
     status = 0
     for path in paths:
         problems = check_quiz_file(path)
@@ -139,21 +160,28 @@ def cli_quiz(args: argparse.Namespace) -> int:
 def cli_grade(args: argparse.Namespace) -> int:
     """``course grade --quiz QUIZ --out grades.csv [--force] SUBMISSION...``.
 
-    Exit status: 0 every submission graded; 1 graded, some files rejected (each
-    named on stderr with its reason); 2 nothing graded (usage error, unreadable
-    key, no submission matched or none gradable), and no gradebook is written.
+    Exit status: 0 every submission graded in full; 1 graded, but some files were
+    rejected or graded only in part (each named on stderr with its reason); 2 nothing
+    graded (usage error, unreadable key, no submission matched or none gradable), and
+    no gradebook is written. ``--out`` is checked against the submissions before
+    anything is graded.
     """
-    out = check_out_path(args.out, force=args.force)
-    book = grade(args.quiz, args.submissions)
+    path, origin = locate(args.quiz)
+    files, _, _ = expand_submissions(args.submissions)
+    out = check_out_path(args.out, force=args.force, inputs=files)
+    print(f"quiz {shown(args.quiz)}: {shown(path)} ({origin})", file=sys.stderr)
+    book = grade(path, args.submissions)
     for line in book.warnings:
         print(f"warning: {line}", file=sys.stderr)
+    for line in book.partial:
+        print(f"partly graded: {line}", file=sys.stderr)
     for line in book.problems:
         print(f"rejected: {line}", file=sys.stderr)
     if not book.rows:
         print(f"error: nothing graded on {book.quiz.id!r} ({len(book.problems)} problem(s) above); "
-              f"{out} not written", file=sys.stderr)  # fmt: skip
+              f"{shown(out)} not written", file=sys.stderr)  # fmt: skip
         return 2
-    write_gradebook(book, out, force=args.force)
-    print(f"{out}: {len(book.rows)} student(s) graded on {book.quiz.id!r} (version {book.quiz.version}), "
-          f"{len(book.problems)} file(s) or conflict(s) rejected")  # fmt: skip
-    return 1 if book.problems else 0
+    write_gradebook(book, out, force=args.force, inputs=files)
+    print(f"{shown(out)}: {len(book.rows)} student(s) graded on {book.quiz.id!r} (version {book.quiz.version}), "
+          f"{len(book.partial)} graded in part, {len(book.problems)} file(s) or conflict(s) rejected")  # fmt: skip
+    return 1 if book.problems or book.partial else 0

@@ -34,19 +34,20 @@ import io
 import json
 import math
 import os
-
-import unicodedata
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from course_lib.quiz.names import MAX_NAME_CHARS, mixed_scripts, name_changes, name_key, name_problem, normalise_name  # noqa: F401
+from course_lib.quiz.safe_io import FileRefused, read_regular_file, same_file_key, shown, write_atomic
 from course_lib.quiz.schema import Question, Quiz, QuizError, load_quiz, number
 
 MAX_SUBMISSION_BYTES = 1_000_000
 MAX_DEPTH = 8  # a submission is {answers: {qid: [index, ...]}}: depth 3; anything far deeper is hostile
 MAX_INT_DIGITS = 30
-MAX_NAME_CHARS = 200
-_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
+#: A gradebook is a CSV file: an --out with one of these suffixes is a submission or a quiz given by mistake.
+NOT_A_GRADEBOOK = (".json", ".yaml", ".yml", ".ipynb", ".py")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -210,19 +211,27 @@ def _json_depth_exceeds(text: str, limit: int) -> bool:
     return False
 
 
-def read_submission(path: Path) -> Any:
-    """The parsed JSON of a submission file, or ``SubmissionError`` saying why it cannot be graded."""
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise SubmissionError(f"the key {shown(key)!r} appears twice in one object (JSON would silently keep the last one)")
+        seen[key] = value
+    return seen
+
+
+def read_submission(path: Path, *, folder: Path | None = None) -> Any:
+    """The parsed JSON of a submission file, or ``SubmissionError`` saying why it cannot be graded.
+
+    Only a regular file is read, never more than ``MAX_SUBMISSION_BYTES`` (``safe_io``); with
+    ``folder``, a symlink out of that folder is refused. A key that appears twice in an object
+    rejects the file: JSON parsers keep the last one, so a second ``"student"`` would grade the
+    file under another name.
+    """
     try:
-        size = path.stat().st_size
-        if path.is_dir():
-            raise SubmissionError("is a folder, not a submission file")
-        if size > MAX_SUBMISSION_BYTES:
-            raise SubmissionError(f"{size} bytes: larger than a submission can be ({MAX_SUBMISSION_BYTES})")
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise SubmissionError("no such file") from None
-    except OSError as exc:
-        raise SubmissionError(f"cannot be read ({exc.strerror or exc})") from None
+        raw = read_regular_file(path, MAX_SUBMISSION_BYTES, folder=folder)
+    except FileRefused as exc:
+        raise SubmissionError(str(exc)) from None
     try:
         text = raw.decode("utf-8-sig")  # a UTF-8 byte order mark (Windows editors) is fine
     except UnicodeDecodeError as exc:
@@ -230,7 +239,13 @@ def read_submission(path: Path) -> Any:
     if _json_depth_exceeds(text, MAX_DEPTH):
         raise SubmissionError(f"nested deeper than {MAX_DEPTH} levels")
     try:
-        data = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+        data = json.loads(
+            text,
+            parse_int=_parse_int,
+            parse_float=_parse_float,
+            parse_constant=_parse_constant,
+            object_pairs_hook=_reject_duplicate_keys,
+        )
     except SubmissionError:
         raise
     except json.JSONDecodeError as exc:
@@ -241,61 +256,98 @@ def read_submission(path: Path) -> Any:
     return data
 
 
-def normalise_name(name: str) -> str:
-    """A student name as it is written in the gradebook: NFC, zero-width characters removed, spaces collapsed."""
-    text = unicodedata.normalize("NFC", name).translate(_ZERO_WIDTH)
-    return " ".join(text.split())
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 
 
-def name_key(name: str) -> str:
-    """The comparison key of a student name: normalised and case-folded (``Ada`` = ``ada`` = ``a\\u200bda``)."""
-    return unicodedata.normalize("NFC", normalise_name(name).casefold())
+def number_from_string(text: str) -> int | float | None:
+    """A numeric answer written as a JSON string (``"32"``, ``"0.75"``): its number, or ``None``.
+
+    The rule: after trimming spaces, the string must be a number in JSON's own syntax (no decimal
+    comma, no thousands separator, no unit, no ``NaN``); it is then read as that number, and the
+    report says so. Anything else is a malformed answer.
+    """
+    body = text.strip()
+    if not _JSON_NUMBER.fullmatch(body):
+        return None
+    try:
+        return _parse_float(body) if any(c in body for c in ".eE") else _parse_int(body)
+    except SubmissionError:
+        return None
 
 
-def submission_problems(data: Any, quiz: Quiz) -> list[str]:
-    """Why a parsed submission cannot be graded against ``quiz`` (empty if it can)."""
+@dataclass
+class CheckedSubmission:
+    """A parsed submission checked against a quiz.
+
+    ``problems`` make the whole file ungradable (wrong quiz, no usable student name, no answers
+    object). Otherwise the file is graded on ``answers`` (the well-formed ones); ``skipped`` names
+    each part that was not graded and why (an unknown key or question id, a malformed answer:
+    that question scores 0), and ``notes`` each change made while reading (a number written as a string).
+    """
+
+    problems: list[str]
+    answers: dict[str, Any] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def check_submission(data: Any, quiz: Quiz) -> CheckedSubmission:
+    """Split a parsed submission into what can be graded and what cannot (see ``CheckedSubmission``)."""
     if not isinstance(data, dict):
-        return ["not a JSON object with keys quiz, student, answers"]
+        return CheckedSubmission(["not a JSON object with keys quiz, student, answers"])
     problems = []
     missing = [k for k in ("quiz", "student", "answers") if k not in data]
     if missing:
         problems.append(f"missing key(s) {', '.join(missing)}")
-    extra = sorted(str(k) for k in set(data) - {"quiz", "quiz_version", "student", "answers"})
-    if extra:
-        problems.append(f"unexpected key(s) {', '.join(_short(k) for k in extra[:5])}")
     if "quiz" in data and data["quiz"] != quiz.id:
         problems.append(f"is a submission for quiz {_short(data['quiz'])}, not {quiz.id!r}")
-    student = data.get("student")
     if "student" in data:
-        if not (isinstance(student, str) and normalise_name(student)):
-            problems.append("student must be a non-empty string")
-        elif len(normalise_name(student)) > MAX_NAME_CHARS:
-            problems.append(f"student name longer than {MAX_NAME_CHARS} characters")
-        elif any(unicodedata.category(c) == "Cc" and not c.isspace() for c in student):
-            problems.append("student name contains control characters")
+        problem = name_problem(data["student"])
+        if problem:
+            problems.append(problem)
     answers = data.get("answers")
     if "answers" in data and not isinstance(answers, dict):
         problems.append("answers must be an object mapping question ids to answers")
-    elif isinstance(answers, dict):
-        known = {q.id for q in quiz.questions}
-        unknown = sorted(str(k) for k in answers if k not in known)
-        if unknown:
-            problems.append(f"unknown question id(s) {', '.join(_short(u) for u in unknown[:5])} "
-                            f"(quiz {quiz.id!r} has {', '.join(sorted(known))})")  # fmt: skip
-        for q in quiz.questions:
-            if q.id in answers:
-                problem = answer_problem(q, answers[q.id])
-                if problem:
-                    problems.append(problem)
-    return problems
+    if problems:
+        return CheckedSubmission(problems)
+    checked = CheckedSubmission([])
+    extra = sorted(str(k) for k in set(data) - {"quiz", "quiz_version", "student", "answers"})
+    if extra:
+        checked.skipped.append(f"unexpected key(s) {', '.join(_short(k) for k in extra[:5])} ignored")
+    known = {q.id for q in quiz.questions}
+    unknown = sorted(str(k) for k in answers if k not in known)
+    if unknown:
+        checked.skipped.append(f"answers to unknown question id(s) {', '.join(_short(u) for u in unknown[:5])} ignored "
+                               f"(quiz {quiz.id!r} has {', '.join(sorted(known))})")  # fmt: skip
+    for q in quiz.questions:
+        if q.id not in answers:
+            continue
+        answer = answers[q.id]
+        if q.type == "numeric" and isinstance(answer, str):
+            value = number_from_string(answer)
+            if value is not None:
+                checked.notes.append(f"answer to {q.id!r} written as the string {_short(answer)}, read as the number {value}")
+                answer = value
+        problem = answer_problem(q, answer)
+        if problem:
+            checked.skipped.append(f"{problem}: scored 0")
+        else:
+            checked.answers[q.id] = answer
+    return checked
+
+
+def submission_problems(data: Any, quiz: Quiz) -> list[str]:
+    """Everything wrong with a parsed submission against ``quiz`` (empty if it is fully well-formed)."""
+    checked = check_submission(data, quiz)
+    return checked.problems + checked.skipped
 
 
 def score_submission(data: dict[str, Any], quiz: Quiz) -> dict[str, float]:
-    """Points per question id (in quiz order) for a well-formed submission."""
-    problems = submission_problems(data, quiz)
-    if problems:
-        raise QuizError("; ".join(problems))
-    return {q.id: judge(q, data["answers"].get(q.id)).earned for q in quiz.questions}
+    """Points per question id (in quiz order); a malformed answer scores 0, a whole-file problem raises."""
+    checked = check_submission(data, quiz)
+    if checked.problems:
+        raise QuizError("; ".join(checked.problems))
+    return {q.id: judge(q, checked.answers.get(q.id)).earned for q in quiz.questions}
 
 
 # ---------------------------------------------------------------------- the gradebook
@@ -321,12 +373,18 @@ class GradeRow:
 
 @dataclass
 class Gradebook:
-    """The result of grading: one row per student, one problem line per rejected file, and warnings."""
+    """The result of grading: one row per student, and one report line per thing the instructor must know.
+
+    ``problems``: files (or conflicts) not graded at all; ``partial``: files graded except for the
+    parts named; ``warnings``: graded, with something worth a look (a changed quiz version, a name
+    that was normalised, the same file given twice).
+    """
 
     quiz: Quiz
     rows: list[GradeRow]
     problems: list[str]
     warnings: list[str] = field(default_factory=list)
+    partial: list[str] = field(default_factory=list)
 
     def to_csv(self) -> str:
         buf = io.StringIO()
@@ -339,94 +397,139 @@ class Gradebook:
         return buf.getvalue()
 
 
-def expand_submissions(patterns: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[str]]:
+def expand_submissions(patterns: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[str], list[str]]:
     """Paths of the submission files: patterns a shell left unexpanded (``subs/*.json``) are expanded
-    here, folders give their ``*.json``. Returns the files and one line per pattern that matched nothing."""
-    files: list[Path] = []
+    here, folders give their ``*.json``. One file reached by two paths (a glob and an absolute path,
+    a hard link, a symlink beside it) counts once. Returns the files, one line per pattern that
+    matched nothing, and one line per file given more than once."""
+    found_all: list[Path] = []
     unmatched: list[str] = []
     for item in patterns:
         text = os.fspath(item)
         path = Path(text)
         if path.is_dir():
             found = sorted(path.glob("*.json"))
-        elif path.exists() or not glob.has_magic(text):
+        elif os.path.lexists(path) or not glob.has_magic(text):
             found = [path]
         else:
             found = sorted(Path(p) for p in glob.glob(text))
         if not found:
             unmatched.append(text)
-        files.extend(found)
-    return sorted(set(files), key=str), unmatched
+        found_all.extend(found)
+    by_file: dict[Any, list[Path]] = {}
+    for path in found_all:
+        by_file.setdefault(same_file_key(path), []).append(path)
+    files, duplicates = [], []
+    for paths in by_file.values():
+        unique = sorted(set(paths), key=lambda p: (p.is_symlink(), len(str(p)), str(p)))
+        files.append(unique[0])
+        if len(unique) > 1:
+            others = ", ".join(shown(p) for p in unique[1:])
+            duplicates.append(f"{shown(unique[0])}: the same file is also given as {others}; graded once")
+    return sorted(files, key=str), unmatched, duplicates
 
 
 def grade(quiz_path_or_id: str | os.PathLike[str] | Quiz, submissions: Iterable[str | os.PathLike[str]]) -> Gradebook:
     """Grade submission files against a quiz's key (see the module docstring for what is rejected).
 
     Rows are sorted by the students' comparison keys, so the gradebook does not
-    depend on the order of the files.
+    depend on the order of the files. Every file and student name in the report is
+    escaped (``safe_io.shown``).
     """
     quiz = load_quiz(quiz_path_or_id)
     if not quiz.has_key:
         raise QuizError(f"quiz {quiz.id!r} has no answer key (is it a student copy?); grade with the instructor's file")
-    files, unmatched = expand_submissions(submissions)
-    problems = [f"{pattern}: no submissions matched" for pattern in unmatched]
-    warnings: list[str] = []
+    files, unmatched, duplicates = expand_submissions(submissions)
+    problems = [f"{shown(pattern)}: no submissions matched" for pattern in unmatched]
+    warnings: list[str] = list(duplicates)
+    partial: list[str] = []
     by_student: dict[str, list[tuple[Path, str, dict[str, float]]]] = {}
     for path in files:
+        where = shown(path)
         try:
-            data = read_submission(path)
+            data = read_submission(path, folder=path.parent)
         except SubmissionError as exc:
-            problems.append(f"{path}: {exc}")
+            problems.append(f"{where}: {exc}")
             continue
-        found = submission_problems(data, quiz)
-        if found:
-            problems.append(f"{path}: " + "; ".join(found))
+        checked = check_submission(data, quiz)
+        if checked.problems:
+            problems.append(f"{where}: " + "; ".join(checked.problems))
             continue
+        if checked.skipped:
+            partial.append(f"{where}: graded, except: " + "; ".join(checked.skipped))
+        warnings.extend(f"{where}: {note}" for note in checked.notes)
         version = data.get("quiz_version")
         if version is not None and version != quiz.version:  # files from before versions carry none
             warnings.append(
-                f"{path}: answered version {_short(version)} of {quiz.id!r}, but the quiz is now version "
+                f"{where}: answered version {_short(version)} of {quiz.id!r}, but the quiz is now version "
                 f"{quiz.version}: check that the questions and choices it answered have not changed"
             )
-        name = normalise_name(data["student"])
-        by_student.setdefault(name_key(name), []).append((path, name, score_submission(data, quiz)))
+        raw = data["student"]
+        name = normalise_name(raw)
+        change = name_changes(raw)
+        if change:
+            warnings.append(f"{where}: student name {_short(raw)} recorded as {name!r} ({change})")
+        scripts = mixed_scripts(name)
+        if scripts:
+            warnings.append(f"{where}: student name {name!r} mixes {' and '.join(scripts)} letters, which look alike: "
+                            "check it is not another student's name")  # fmt: skip
+        scores = {q.id: judge(q, checked.answers.get(q.id)).earned for q in quiz.questions}
+        by_student.setdefault(name_key(name), []).append((path, name, scores))
     rows: list[GradeRow] = []
     for key in sorted(by_student):
         entries = by_student[key]
         if len(entries) > 1:
-            listed = ", ".join(f"{p} ({n!r})" for p, n, _ in entries)
+            listed = ", ".join(f"{shown(p)} ({n!r})" for p, n, _ in entries)
             problems.append(f"conflict: {len(entries)} files are for one student {entries[0][1]!r}: {listed}; none graded")
             continue
         path, name, scores = entries[0]
         rows.append(GradeRow(name, scores, path))
-    return Gradebook(quiz, rows, problems, warnings)
+    return Gradebook(quiz, rows, problems, warnings, partial)
 
 
-def check_out_path(out: str | os.PathLike[str], *, force: bool = False) -> Path:
-    """The gradebook path, or a ``QuizError`` saying what is wrong with it (before any grading)."""
+def check_out_path(
+    out: str | os.PathLike[str], *, force: bool = False, inputs: Iterable[str | os.PathLike[str]] = ()
+) -> Path:
+    """The gradebook path, or a ``QuizError`` saying what is wrong with it (before any grading).
+
+    ``--out`` is never one of the ``inputs`` (compared as resolved files: a shell that expanded
+    ``--out subs/*.json`` hands it the first submission), and never a name that looks like a
+    submission or a quiz (``NOT_A_GRADEBOOK``): ``--force`` does not override either rule.
+    """
     target = Path(out)
+    if target.suffix.lower() in NOT_A_GRADEBOOK:
+        raise QuizError(
+            f"--out {shown(target)} looks like a submission or a quiz ({target.suffix}), not a gradebook; "
+            "the gradebook is a CSV file: give a .csv name such as grades.csv (--force does not change this)"
+        )
     if target.is_dir():
-        raise QuizError(f"--out {target} is a folder; give a file name, e.g. {target / 'grades.csv'}")
+        raise QuizError(f"--out {shown(target)} is a folder; give a file name, e.g. {shown(target / 'grades.csv')}")
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
         what = "is a file, not a folder" if parent.exists() else "does not exist"
-        raise QuizError(f"--out {target}: the folder {parent} {what}; create it first or choose another path")
+        raise QuizError(f"--out {shown(target)}: the folder {shown(parent)} {what}; create it first or choose another path")
     if not os.access(parent, os.W_OK):
-        raise QuizError(f"--out {target}: the folder {parent} is not writable")
-    if target.exists() and not force:
-        raise QuizError(f"{target} already exists; pass --force to overwrite the gradebook")
+        raise QuizError(f"--out {shown(target)}: the folder {shown(parent)} is not writable")
+    resolved = os.path.join(os.path.realpath(parent), target.name)
+    mine = same_file_key(target) if os.path.lexists(target) else None
+    for item in inputs:
+        if os.path.realpath(item) == resolved or (mine is not None and same_file_key(Path(item)) == mine):
+            raise QuizError(
+                f"--out {shown(target)} is also one of the submissions to grade; writing the gradebook would destroy it "
+                "(did the shell expand a pattern after --out?). Give the gradebook its own name, e.g. --out grades.csv"
+            )
+    if os.path.lexists(target) and not force:
+        raise QuizError(f"{shown(target)} already exists; pass --force to overwrite the gradebook")
     return target
 
 
-def write_gradebook(book: Gradebook, out: str | os.PathLike[str], *, force: bool = False) -> Path:
-    """Write the gradebook CSV atomically; an existing file is kept unless ``force``."""
-    target = check_out_path(out, force=force)
-    tmp = target.with_name(target.name + ".tmp")
+def write_gradebook(
+    book: Gradebook, out: str | os.PathLike[str], *, force: bool = False, inputs: Iterable[str | os.PathLike[str]] = ()
+) -> Path:
+    """Write the gradebook CSV atomically (``safe_io.write_atomic``); an existing file is kept unless ``force``."""
+    target = check_out_path(out, force=force, inputs=inputs)
     try:
-        tmp.write_text(book.to_csv(), encoding="utf-8")
-        tmp.replace(target)
+        write_atomic(target, book.to_csv())
     except OSError as exc:
-        raise QuizError(f"cannot write {target}: {exc.strerror or exc}") from None
+        raise QuizError(f"cannot write {shown(target)}: {exc.strerror or exc}") from None
     return target
-
-

@@ -25,11 +25,13 @@ import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from course_lib.engine import CourseError
+from course_lib.quiz.safe_io import FileRefused, read_regular_file
 
 QUIZ_DIR_ENV = "COURSE_QUIZ_DIR"
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -38,6 +40,7 @@ SCHEMA_PATH = DATA_DIR / "quiz.schema.json"
 PACKAGED_QUIZ_DIR = DATA_DIR / "quizzes"
 QUESTION_TYPES = ("single", "multiple", "numeric", "text")
 KEY_FIELDS = ("correct", "answer", "accept", "tolerance", "feedback")
+MAX_QUIZ_BYTES = 2_000_000
 
 
 class QuizError(CourseError):
@@ -110,17 +113,49 @@ def schema() -> dict[str, Any]:
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
-def quiz_dir() -> Path:
-    """Where quiz ids are looked up.
+PROJECT_NAME = "prefix-caching-course"
+_PROJECT_NAME_LINE = re.compile(r'^name\s*=\s*["\']' + re.escape(PROJECT_NAME) + r'["\']\s*$', re.M)
 
-    ``$COURSE_QUIZ_DIR`` if set; else the repository's ``quizzes/`` (the instructors'
-    keyed source) when the package runs from a checkout; else the keyless copies
-    shipped inside the package (an installed wheel), which open in exam mode.
+
+def project_root(start: str | os.PathLike[str] | None = None) -> Path | None:
+    """The course project that ``start`` (default: the current directory) lies in: the nearest folder
+    at or above it with a ``quizzes/`` folder and a ``pyproject.toml`` naming this course."""
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        pyproject = folder / "pyproject.toml"
+        if (folder / "quizzes").is_dir() and pyproject.is_file():
+            try:
+                head = read_regular_file(pyproject, 200_000).decode("utf-8", "replace")
+            except FileRefused:
+                continue
+            if _PROJECT_NAME_LINE.search(head):
+                return folder
+    return None
+
+
+def quiz_dir_origin() -> tuple[Path, str]:
+    """Where quiz ids are looked up, and a phrase saying why there (printed by every command).
+
+    In this order: ``$COURSE_QUIZ_DIR``; the ``quizzes/`` of the course project the current
+    directory lies in (so a copy of the course grades, validates and bundles its own quizzes);
+    the ``quizzes/`` of the checkout the package runs from; the keyless copies shipped inside the
+    package (an installed wheel), which open in exam mode.
     """
     env = os.environ.get(QUIZ_DIR_ENV)
     if env:
-        return Path(env).expanduser()
-    return checkout_quiz_dir() or PACKAGED_QUIZ_DIR
+        return Path(env).expanduser(), f"${QUIZ_DIR_ENV}"
+    project = project_root()
+    if project is not None:
+        return project / "quizzes", f"the course project in {project}, the current directory"
+    checkout = checkout_quiz_dir()
+    if checkout is not None:
+        return checkout, f"the checkout the course package runs from ({checkout.parent}); the current directory is not in a course project"
+    return PACKAGED_QUIZ_DIR, "the keyless copies shipped in the course package (exam mode)"
+
+
+def quiz_dir() -> Path:
+    """Where quiz ids are looked up (``quiz_dir_origin`` says in which order, and why)."""
+    return quiz_dir_origin()[0]
 
 
 def checkout_quiz_dir() -> Path | None:
@@ -131,24 +166,29 @@ def checkout_quiz_dir() -> Path | None:
     return None
 
 
-def resolve(path_or_id: str | os.PathLike[str]) -> Path:
-    """A quiz id such as ``"02_block_hashing"`` or a path to a ``.yaml`` file, as a path."""
+def locate(path_or_id: str | os.PathLike[str]) -> tuple[Path, str]:
+    """A quiz id such as ``"02_block_hashing"`` or a path to a ``.yaml`` file, as a path, and where it came from."""
     text = os.fspath(path_or_id)
     path = Path(text).expanduser()
     if path.suffix in (".yaml", ".yml", ".json") or os.sep in text or "/" in text:
         if not path.is_file():
             raise QuizError(f"quiz file {text!r} does not exist")
-        return path
-    base = quiz_dir()
+        return path, "the file given"
+    base, origin = quiz_dir_origin()
     for suffix in (".yaml", ".yml"):
         candidate = base / f"{text}{suffix}"
         if candidate.is_file():
-            return candidate
+            return candidate, f"quiz id looked up in {origin}"
     known = sorted(p.stem for p in base.glob("*.yaml")) if base.is_dir() else []
     raise QuizError(
-        f"no quiz {text!r} in {base} (known: {', '.join(known) or 'none'}). "
+        f"no quiz {text!r} in {base}, from {origin} (known: {', '.join(known) or 'none'}). "
         f"Pass a path to a quiz .yaml file, or set {QUIZ_DIR_ENV} to the folder holding the quizzes."
     )
+
+
+def resolve(path_or_id: str | os.PathLike[str]) -> Path:
+    """A quiz id such as ``"02_block_hashing"`` or a path to a ``.yaml`` file, as a path (see ``locate``)."""
+    return locate(path_or_id)[0]
 
 
 def all_quiz_paths(directory: Path | None = None) -> list[Path]:
@@ -176,32 +216,91 @@ class ParsedQuizFile:
         return None
 
 
-def _walk_nodes(node: Any, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int], problems: list[str]) -> None:
-    import yaml
-
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[Any, int] = {}
-        for key_node, value_node in node.value:
-            key = key_node.value
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                where = "/".join(map(str, path)) or "top level"
-                problems.append(f"line {line}: duplicate key {key!r} in {where} (first at line {seen[key]})")
-            else:
-                seen[key] = line
-            lines[path + (key,)] = line
-            _walk_nodes(value_node, path + (key,), lines, problems)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            lines[path + (index,)] = item.start_mark.line + 1
-            _walk_nodes(item, path + (index,), lines, problems)
+#: YAML 1.2 (and JSON) spellings of numbers and booleans. PyYAML implements YAML 1.1, which also reads
+#: ``040`` as 32 (octal), ``1:30`` as 90 (base 60), ``3_2`` as 32, ``0x20`` as 32 and ``yes``/``on`` as true.
+_PLAIN_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
+_PLAIN_FLOAT = re.compile(r"[-+]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)")
+_PLAIN_BOOL = frozenset(["true", "false", "True", "False", "TRUE", "FALSE"])
 
 
-def parse_quiz_text(text: str) -> ParsedQuizFile:
-    """Parse YAML, recording line numbers and duplicate keys (a problem, not silently the last one)."""
+def _yaml11_problem(node: Any) -> str | None:
+    """Why a plain scalar means something else in YAML 1.1 (what PyYAML reads) than it looks like."""
+    if node.style is not None:  # quoted or block scalars are strings
+        return None
+    tag, text = node.tag, node.value
+    kind = tag.rsplit(":", 1)[-1]
+    if kind == "int" and not _PLAIN_INT.fullmatch(text):
+        return f"the number {text!r} is read by YAML 1.1 as {_yaml_value(node)} (octal, base 60, hexadecimal or `_`)"
+    if kind == "float" and not _PLAIN_FLOAT.fullmatch(text):
+        return f"the number {text!r} is read by YAML 1.1 as {_yaml_value(node)} (base 60 or `_`)"
+    if kind == "bool" and text not in _PLAIN_BOOL:
+        return f"{text!r} is read by YAML 1.1 as the boolean {_yaml_value(node)}; write true or false, or quote it"
+    return None
+
+
+def _yaml_value(node: Any) -> Any:
     import yaml
 
     try:
+        return yaml.SafeLoader("").construct_object(node, deep=True)
+    except Exception:  # noqa: BLE001 - only used in a message
+        return "another value"
+
+
+def _walk_nodes(node: Any, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int], problems: list[str]) -> None:
+    """Record the line of every key and item, duplicate keys and YAML 1.1 surprises (iteratively:
+    the node graph is a tree, because ``parse_quiz_text`` refuses aliases before calling this)."""
+    import yaml
+
+    stack = [(node, path)]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                key = key_node.value
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    where = "/".join(map(str, path)) or "top level"
+                    problems.append(f"line {line}: duplicate key {key!r} in {where} (first at line {seen[key]})")
+                else:
+                    seen[key] = line
+                lines[path + (key,)] = line
+                stack.append((value_node, path + (key,)))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                lines[path + (index,)] = item.start_mark.line + 1
+                stack.append((item, path + (index,)))
+        elif isinstance(node, yaml.ScalarNode):
+            problem = _yaml11_problem(node)
+            if problem:
+                problems.append(f"line {node.start_mark.line + 1}: {problem}: write it as YAML 1.2 and JSON read it, or quote it")
+
+
+def _alias_problems(text: str) -> list[str]:
+    """Aliases (``*name``), refused in quiz files: a few nested ones expand to gigabytes (a "billion
+    laughs" file under 1 KB), and a quiz has no need to repeat a node."""
+    import yaml
+
+    found = []
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            found.append(f"line {event.start_mark.line + 1}: YAML alias *{event.anchor} is not allowed in a quiz file "
+                         "(anchors and aliases can expand a small file to gigabytes): write the text out")  # fmt: skip
+            if len(found) >= 5:
+                break
+    return found
+
+
+def parse_quiz_text(text: str) -> ParsedQuizFile:
+    """Parse YAML, recording line numbers and duplicate keys (a problem, not silently the last one);
+    aliases are refused before anything is built, and YAML 1.1 readings of numbers are problems."""
+    import yaml
+
+    try:
+        aliases = _alias_problems(text)
+        if aliases:
+            return ParsedQuizFile(None, {}, aliases, text)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -216,10 +315,13 @@ def parse_quiz_text(text: str) -> ParsedQuizFile:
 
 
 def read_quiz_file(path: Path) -> ParsedQuizFile:
+    """Read a quiz file: a regular file of at most ``MAX_QUIZ_BYTES``, UTF-8."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise QuizError(f"{path} cannot be read: {exc}") from exc
+        text = read_regular_file(path, MAX_QUIZ_BYTES).decode("utf-8-sig")
+    except FileRefused as exc:
+        raise QuizError(f"{path} cannot be read: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise QuizError(f"{path} cannot be read: not UTF-8 (byte {exc.start})") from None
     return parse_quiz_text(text)
 
 
@@ -247,8 +349,24 @@ def _explain(err: Any) -> str:
     return str(err.message)[:200]
 
 
-def _schema_errors(data: Any) -> list[tuple[tuple[Any, ...], str]]:
+def _import_jsonschema() -> Any:
+    """``jsonschema``, imported without its optional ``rfc3987_syntax`` format checker when that is not
+    loaded yet: building that grammar takes about 3 s at import, and the quiz schema has no ``iri`` format."""
+    import sys
+
+    if "jsonschema" not in sys.modules and "rfc3987_syntax" not in sys.modules:
+        sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]  # makes its import fail; jsonschema skips it
+        try:
+            import jsonschema
+        finally:
+            del sys.modules["rfc3987_syntax"]
     import jsonschema
+
+    return jsonschema
+
+
+def _schema_errors(data: Any) -> list[tuple[tuple[Any, ...], str]]:
+    jsonschema = _import_jsonschema()
 
     validator = jsonschema.Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
@@ -314,6 +432,10 @@ def validate_quiz_data(data: Any, parsed: ParsedQuizFile | None = None, source: 
         keyed = not data.get("student_copy")  # a student copy may be saved under any name
         if keyed and source is not None and isinstance(data.get("id"), str) and data["id"] != source.stem:
             found.append((("id",), f"id {data['id']!r} differs from the file name {source.name!r} (use id: {source.stem})"))
+        if keyed and "version" in data:
+            found.append((("version",), "a quiz with its key may not set `version`: it is always computed from the "
+                          "content (so changing an answer changes it); only a student copy records the version it "
+                          "was made from. Remove the line"))  # fmt: skip
     for path, message in found:
         line = parsed.line_of(path) if parsed else None
         problems.append(f"line {line}: {message}" if line else message)
@@ -358,7 +480,9 @@ def quiz_from_data(data: dict[str, Any], source: Path | None = None, parsed: Par
         description=(data.get("description") or "").strip(),
         student_copy=bool(data.get("student_copy", False)),
         source=source,
-        version=data.get("version") or content_version(data),
+        # A keyed quiz's version is always its content hash (a written one would freeze it); a student
+        # copy carries the version of the keyed quiz it was made from.
+        version=(data.get("version") or content_version(data)) if data.get("student_copy") else content_version(data),
     )
 
 
