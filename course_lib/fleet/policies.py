@@ -14,7 +14,7 @@ import bisect
 import hashlib
 import random
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from course_lib.traces import MOONCAKE_BLOCK_TOKENS, FleetRequest
 
@@ -104,7 +104,12 @@ class ConsistentHash(Policy):
     """A hash ring with ``VIRTUAL_NODES_PER_REPLICA`` points per replica (``src/policies/consistent_hash.rs``).
 
     A request goes to the first point clockwise of its key's position: one conversation key,
-    one replica, whatever the caches hold.
+    one replica, whatever the caches hold. The points are placed with SHA-256 here, with
+    FurcHash in the router, so a key may land on another replica than live. The live router
+    takes its key from, in order, the headers ``x-session-id``, ``x-user-id``, ``x-tenant-id``,
+    ``x-correlation-id``, ``x-request-id``, ``x-trace-id``, then the body fields
+    ``session_params.session_id``, ``user``, ``session_id``, ``user_id``, and only then a hash
+    of the request body (``extract_hash_key`` in ``src/policies/hash_key.rs``).
     """
 
     name = "consistent_hash"
@@ -162,11 +167,15 @@ class _LoadGuarded(Policy):
 
 
 class CacheAware(_LoadGuarded):
-    """vllm-router's approximate policy (``src/policies/cache_aware.rs``): a history of what it sent where.
+    """vllm-router's approximate policy (``src/policies/cache_aware.rs`` in 0.1.17): a history of what it sent where.
 
-    The history is not the real cache (the router never hears about evictions). The longest
-    prefix match wins if it covers more than ``cache_threshold`` of the request's full blocks;
-    otherwise the replica with the smallest history ("most free cache").
+    The history is a tree of the prompts the router sent to each replica, not the real
+    cache (the router never hears about evictions). Unless the fleet is imbalanced, the
+    replicas with the longest match win if it covers more than ``cache_threshold`` of the
+    request (the trace gives whole blocks, so full blocks here; the router counts tokens of
+    the whole prompt); otherwise every replica is a candidate. Among the candidates, the
+    least-loaded replica; ties go to the first one (Rust's ``min_by_key`` in
+    ``select_prepared``). So with nothing in flight a new prefix always goes to replica 0.
     """
 
     name = "cache_aware"
@@ -174,24 +183,19 @@ class CacheAware(_LoadGuarded):
     def __init__(self, replicas: int, **options: float) -> None:
         super().__init__(replicas, **options)  # type: ignore[arg-type]
         self.history: dict[int, set[int]] = {}  # block id -> replicas it was sent to
-        self.history_size = [0] * replicas
 
     def pick(self, req: FleetRequest, state: FleetState) -> int:
         full = req.input_length // self.block_size
         ids = req.hash_ids[:full]
-        if self.imbalanced(state.loads):
-            r = state.loads.index(min(state.loads))
-        else:
-            depth, cands = longest_prefix(self.history, ids)
+        loads = state.loads
+        candidates: Iterable[int] = range(self.replicas)
+        if not self.imbalanced(loads):
+            depth, holders = longest_prefix(self.history, ids)
             if full and depth / full > self.cache_threshold:
-                r = min(cands)
-            else:
-                r = self.history_size.index(min(self.history_size))
+                candidates = holders
+        r = min(candidates, key=lambda k: (loads[k], k))
         for h in ids:  # the router records where it sent the prompt
-            s = self.history.setdefault(h, set())
-            if r not in s:
-                s.add(r)
-                self.history_size[r] += 1
+            self.history.setdefault(h, set()).add(r)
         return r
 
 
@@ -199,11 +203,23 @@ class KvAware(_LoadGuarded):
     """Exact knowledge of every replica's cache, from its KV-cache events (``BlockStored`` / ``BlockRemoved``).
 
     The index (block id -> replicas holding it) is fed by ``stored`` / ``removed``, which the
-    simulator wires to each replica's cache events, plus speculative entries for requests
-    still in flight (vllm-router 0.1.17 keeps such entries too, ``src/policies/kv_aware.rs``).
-    The course's rule: the longest cached prefix wins if it covers more than ``cache_threshold``
-    of the request's full blocks (ties: the highest replica index); otherwise the least-loaded
-    replica (ties: the one sent the fewest requests, then the lowest index).
+    simulator wires to each replica's cache events. The course's rule, in order:
+
+    1. an imbalanced fleet (the guard above) goes to the least-loaded replica;
+    2. else the longest prefix held by some replica, counting speculative entries for the
+       blocks of requests still in flight, wins if it covers more than ``cache_threshold``
+       (0.3) of the request's full blocks; ties go to the highest replica index;
+    3. else the least-loaded replica; ties: the one sent the fewest requests, then the lowest index.
+
+    vllm-router 0.1.17's ``kv_aware`` (``src/policies/kv_aware.rs``) decides differently: no
+    threshold, no speculative entries; it prices every replica as *(prompt tokens it would
+    still compute + prefill tokens already queued there) x (requests running there + 1)*
+    (``MultiplicativeScorer``) and takes the cheapest, ties to the first
+    (``TemperaturePicker`` at temperature 0). So load enters every decision there; here it
+    only breaks a miss. With nothing in flight its cost is the tokens still to compute, and a
+    new conversation that shares one system-prompt block goes to the first replica holding
+    that block; the course's threshold keeps a sequential replay from piling every new
+    conversation onto one replica, a job the load term does live.
     """
 
     name = "kv_aware"
