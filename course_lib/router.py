@@ -17,10 +17,13 @@ come from vLLM's own counters (``course_lib.metrics``).
   does not count there: it records ``vllm_router_prefix_routing_decisions_total{policy,
   stage,outcome}`` instead (``src/metrics.rs`` and ``src/policies/kv_aware.rs`` in
   vllm-router 0.1.17), with no worker label; ``outcome="prefix_cost"`` means it used the cache.
-- ``kv_aware`` gives no cache credit to a request with a ``cache_salt``: KV events do not
-  carry the salt, so the router cannot tell salted blocks apart (``credit_fallback`` in
-  ``src/policies/kv_aware.rs``) and routes such requests by load alone. Workloads here are
-  made cold with a tag at the start of every prompt (``tenant_workload(tag=...)``) instead.
+- ``kv_aware`` gives no cache credit to a request with a ``cache_salt`` and routes it by load
+  alone (``credit_fallback`` in ``src/policies/kv_aware.rs``). The events do carry the salt
+  (``BlockStored.extra_keys``, ``vllm/distributed/kv_events.py``, filled by
+  ``to_event_extra_keys`` in ``vllm/v1/core/kv_cache_utils.py``); the gap is the router's:
+  its index keys blocks by their token ids, without the salt, so it cannot tell salted blocks
+  apart. Workloads here are made cold with a tag at the start of every prompt
+  (``tenant_workload(tag=...)``) instead.
 - Every process is stopped by its process-group id on exit, after an exception or a
   ``KeyboardInterrupt`` too, and on interpreter exit; servers and router also die with
   the Python process that started them (Linux parent-death signal).
