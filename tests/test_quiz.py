@@ -96,7 +96,7 @@ def test_every_question_and_choice_has_feedback(path):
             assert isinstance(c.get("feedback"), str) and c["feedback"].strip(), (q["id"], c["text"])
 
 
-def test_module2_covers_the_seeds_errors():
+def test_module2_covers_the_often_repeated_errors():
     quiz = Q.load_quiz("module2")
     text = json.dumps(load_raw(REPO / "quizzes" / "module2.yaml"))
     for fact in ("vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total", "num_tokens - 1",
@@ -449,7 +449,7 @@ def test_numeric_cache_answers_match_the_real_engine(llm):
         if key:
             assert cached == answer[key], key
 
-    # The seed's drawing: text prompts through the engine's own tokenizer.
+    # Two short text prompts (a common drawing of prefix caching): through the engine's own tokenizer.
     from course_lib.engine import measure, prompt_token_ids
 
     hi, hello = "System: You are helpful. User: Hi", "System: You are helpful. User: Hello"
@@ -462,8 +462,8 @@ def test_numeric_cache_answers_match_the_real_engine(llm):
     # The GPU questions use block size 16, which the CPU backend cannot run: the rule, checked
     # on the engine above (and at block size 64 below), gives their answers.
     assert _block_rule(1000, 1000, 16) == answer[("module2", "gpu_resubmit")]
-    seed_total = 1050 + 2 * (1050 - _block_rule(1000, 1050, 16))
-    assert seed_total == answer[("module2", "seed_totals")]
+    shared_total = 1050 + 2 * (1050 - _block_rule(1000, 1050, 16))
+    assert shared_total == answer[("module2", "system_prompt_totals")]
 
 
 def test_block_size_16_answers_match_the_simulator():
@@ -480,7 +480,7 @@ def test_block_size_16_answers_match_the_simulator():
     system = _ids(1000, 31)
     requests = [system + _ids(50, 32 + i) for i in range(3)]
     prefilled = sum(len(r) - sim.process(r) for r in requests)
-    assert prefilled == answer["seed_totals"]
+    assert prefilled == answer["system_prompt_totals"]
 
 
 def test_block_rule_holds_at_block_size_64():
@@ -725,6 +725,20 @@ def test_the_longest_or_shortest_choice_is_not_a_tell():
     assert len(shortest) <= round(fair + 0.5), (len(shortest), fair, shortest)
 
 
+def test_no_question_shows_a_text_answer_of_another():
+    """A text answer (what a learner must recall) never appears in another question's prompt or choices,
+    where a learner could copy it (module2 once offered the preemption counter as a choice, and 00 named
+    `num_cached_tokens` in another prompt)."""
+    for path in QUIZ_FILES:
+        quiz = Q.load_quiz(path)
+        for q in quiz.questions:
+            for answer in q.accept:
+                for other in quiz.questions:
+                    if other.id != q.id:
+                        shown = " ".join([other.prompt, *(c.text for c in other.choices)]).casefold()
+                        assert answer.casefold() not in shown, (quiz.id, q.id, other.id, answer)
+
+
 def test_at_least_half_of_the_questions_need_a_computation_or_prediction():
     skills = [load_raw(REPO / "quizzes" / f"{quiz_id}.yaml")["questions"] for quiz_id in RULED]
     tagged = [q.get("skill") for qs in skills for q in qs]
@@ -763,8 +777,8 @@ def _computed_answers() -> dict[tuple[str, str], float]:
     """Every computed answer, from course_lib (simulator, metrics), never typed."""
     from course_lib.simulator import PrefixCacheSimulator
 
-    seed_sim, seed_cached = _system_prompt_scenario(32)
-    seed_prompt_tokens = 3 * 1050
+    shared_sim, shared_cached = _system_prompt_scenario(32)
+    shared_prompt_tokens = 3 * 1050
     a, b, c = _ids(100, 61), _ids(100, 62), _ids(100, 63)
     unsorted = PrefixCacheSimulator(num_gpu_blocks=4096, block_size=32)
     unsorted.process(_rag(40, [a, b, c], 20, 64))
@@ -787,7 +801,7 @@ def _computed_answers() -> dict[tuple[str, str], float]:
         ("02_block_hashing", "diverge_block16"): _sim_cached(100, 130, 90, 16),
         ("02_block_hashing", "one_block_resubmit"): _sim_cached(32, 32, 32, 32),
         ("02_block_hashing", "partial_first"): _sim_cached(50, 100, 50, 32),
-        ("03_live_engine", "ideal_bound"): round(seed_prompt_tokens / (seed_prompt_tokens - sum(seed_cached)), 2),
+        ("03_live_engine", "ideal_bound"): round(shared_prompt_tokens / (shared_prompt_tokens - sum(shared_cached)), 2),
         ("03_live_engine", "block_64"): _system_prompt_scenario(64)[1][1],
         ("03_live_engine", "warm_hit"): _sim_cached(500, 540, 500, 32),
         ("03_live_engine", "aligned_1024"): _sim_cached(1024, 1024, 1024, 32),
@@ -799,11 +813,11 @@ def _computed_answers() -> dict[tuple[str, str], float]:
         ("05_rag", "unsorted_chunks"): unsorted.process(_rag(40, [c, a, b], 20, 72)),
         ("05_rag", "sorted_chunks"): canonical.process(_rag(40, sorted([c, a, b]), 20, 72)),
         ("06_metrics", "token_weighted"): round((960 + 0) / (1000 + 100), 2),
-        ("06_metrics", "hits_increase"): seed_sim.stats.hits,
-        ("06_metrics", "queries_increase"): seed_sim.stats.queries,
+        ("06_metrics", "hits_increase"): shared_sim.stats.hits,
+        ("06_metrics", "queries_increase"): shared_sim.stats.queries,
         ("module2", "unaligned_resubmit"): _sim_cached(130, 130, 130, 32),
         ("module2", "aligned_block64"): _sim_cached(128, 128, 128, 64),
-        ("module2", "seed_token_hit_rate"): round(seed_sim.stats.hit_rate, 2),
+        ("module2", "system_prompt_hit_rate"): round(shared_sim.stats.hit_rate, 2),
         ("module2", "half_shared_block16"): _sim_cached(1000, 1000, 500, 16),
     }
 
@@ -815,7 +829,7 @@ def test_computed_answers_come_from_course_lib():
     checked_elsewhere = {("00_setup", "repeated_prompt"), ("02_block_hashing", "exact_resubmit"), ("02_block_hashing", "hi_hello"),
                          ("03_live_engine", "second_request_cached"), ("04_chat", "salted_hit"), ("05_rag", "shared_prefix"),
                          ("06_metrics", "hit_rate_delta"), ("module2", "hit_rate_numbers"), ("module2", "aligned_resubmit"),
-                         ("module2", "gpu_resubmit"), ("module2", "seed_totals"),
+                         ("module2", "gpu_resubmit"), ("module2", "system_prompt_totals"),
                          # computed in tests/test_quiz_01_kv_cache.py and tests/test_quiz_07_fleet.py
                          ("01_kv_cache", "bytes_per_token"), ("01_kv_cache", "blocks_in_budget"),
                          ("07_fleet", "capped_block"), ("07_fleet", "fleet_rate"), ("07_fleet", "imbalance")}  # fmt: skip

@@ -16,13 +16,30 @@ A submission is JSON: ``{"quiz": "module2", "quiz_version": "…", "student": "a
 0-based choice index, ``multiple`` by a list of indices, ``numeric`` by a number,
 ``text`` by a string.
 
-Grading never stops on a bad file: each file that cannot be graded (not UTF-8 or
-JSON, numbers out of range such as ``1e400`` or a 5000-digit integer, a lone
-surrogate, nesting deeper than a submission has, another quiz, a malformed answer)
-is named with its reason and the others are graded. Student names are normalised
-(NFC, zero-width characters removed, spaces collapsed) and compared case-folded, so
-``Ada``, ``ada`` and ``a\\u200bda`` are one student: two files for one student are
-a conflict, reported, never two rows. Cells are neutralised against spreadsheet
+Grading never stops on a bad file, and a class drop folder that every student can
+write to cannot hang it, exhaust its memory or make it write anywhere but ``--out``
+(``safe_io``): only regular files are read (a FIFO or ``/dev/zero`` is refused
+without being opened for long), at most ``MAX_SUBMISSION_BYTES`` of them; a symlink
+out of the submissions' folder is refused; one file given twice (a glob and a path)
+counts once; the gradebook goes through an exclusive, randomly named temporary file
+renamed over ``--out``, and ``--out`` is never one of the submissions nor a ``.json``.
+
+A file is rejected whole, with its reason, when it cannot be read as a submission:
+not UTF-8 or JSON, a key twice in one object (JSON keeps the last one, so a second
+``"student"`` would grade it under another name), numbers out of range such as
+``1e400`` or a 5000-digit integer, a lone surrogate, nesting deeper than a submission
+has, another quiz, or no usable student name. Otherwise it is graded, and what could
+not be used is named (``partial``): an unexpected key or question id is ignored, a
+malformed answer scores 0. A numeric answer written as a string counts when the
+string is a number in JSON's own syntax (``"32"``, ``" 0.75 "``; not ``"0,75"`` or
+``"32 tokens"``), and the report says so.
+
+Student names (``names``) are normalised with NFKC, with Unicode's default-ignorable
+and format characters removed and spaces collapsed, and compared case-folded, so
+``Ada``, ``ａｄａ`` and ``a\\u200bda`` are one student: two files for one student are a
+conflict, reported, never two rows. Names with direction controls or nothing visible
+are refused; every change made to a name is reported. File and student names are
+escaped in every message (``safe_io.shown``). Cells are neutralised against spreadsheet
 formula injection (OWASP: a leading ``= + - @ TAB CR`` gets a ``'`` prefix).
 """
 
