@@ -55,7 +55,7 @@ def _add_quiz(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     e.set_defaults(func=run)
     v = qsub.add_parser("validate", help="check quiz files against the schema (default: every quiz in quizzes/)")
-    v.add_argument("quizzes", nargs="*", help="quiz ids or paths")
+    v.add_argument("quizzes", nargs="*", help="quiz ids (looked up as by course grade; the file used is printed) or paths")
     v.set_defaults(func=run)
     s = qsub.add_parser("sync-package", help="rewrite the keyless quiz copies shipped in the package from quizzes/")
     s.set_defaults(func=run)
@@ -68,8 +68,15 @@ def _add_grade(sub: argparse._SubParsersAction) -> None:
         return quiz.cli_grade(args)
 
     p = sub.add_parser("grade", help="grade submission files into a gradebook CSV")
-    p.add_argument("--quiz", required=True, help="quiz id (e.g. module2) or path to the instructor's quiz .yaml")
-    p.add_argument("--out", required=True, help="gradebook CSV to write (never overwritten without --force)")
+    p.add_argument(
+        "--quiz", required=True,
+        help="quiz id (e.g. module2: looked up in the current course project's quizzes/ first; the file used is printed) "
+        "or path to the instructor's quiz .yaml",
+    )  # fmt: skip
+    p.add_argument(
+        "--out", required=True,
+        help="gradebook CSV to write: never one of the submissions nor a .json, never overwritten without --force",
+    )  # fmt: skip
     p.add_argument("--force", action="store_true", help="overwrite an existing gradebook")
     p.add_argument("submissions", nargs="+", metavar="SUBMISSION", help="submission .json files")
     p.set_defaults(func=run)

@@ -172,7 +172,8 @@ def locate(path_or_id: str | os.PathLike[str]) -> tuple[Path, str]:
     path = Path(text).expanduser()
     if path.suffix in (".yaml", ".yml", ".json") or os.sep in text or "/" in text:
         if not path.is_file():
-            raise QuizError(f"quiz file {text!r} does not exist")
+            what = "is not a regular file" if os.path.lexists(path) else "does not exist"
+            raise QuizError(f"quiz file {text!r} {what}")
         return path, "the file given"
     base, origin = quiz_dir_origin()
     for suffix in (".yaml", ".yml"):
