@@ -86,7 +86,7 @@ def hit_rate_curves_figure(
     rates = [r["hit_rate"] for r in rows]
     if zoom and rates:
         pad = max(0.005, (max(rates) - min(rates)) * 0.1)
-        y_range, y_title = [min(rates) - pad, max(rates) + pad], "hit rate (% of prompt tokens cached; axis zoomed)"
+        y_range, y_title = [min(rates) - pad, max(rates) + pad], "hit rate (% of prompt tokens, axis zoomed)"
     else:
         y_range, y_title = [0, 1.02], "hit rate (% of prompt tokens cached)"
     if target is not None and y_range[0] <= target <= y_range[1]:
@@ -97,7 +97,7 @@ def hit_rate_curves_figure(
         title=title,
         xaxis={"title": "KV cache size (tokens, log scale)", "type": "log", "tickvals": sizes,
                "ticktext": [_tokens_label(v) for v in sizes]},
-        yaxis={"title": y_title, "range": y_range, "tickformat": ".0%" if not zoom else ".1%"},
+        yaxis={"title": y_title, "range": y_range, "tickformat": ".0%"},
         height=420, margin={"t": 50, "b": 40},
     )  # fmt: skip
     return fig
