@@ -19,6 +19,7 @@ _SHARED_GROUPS = {
     "test_router.py": "kv_fleet",
     "test_metrics.py": "server",  # one OpenAI server
     "test_server.py": "server",
+    "test_diagnose.py": "server",
 }
 
 
