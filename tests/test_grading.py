@@ -240,6 +240,11 @@ def _dev_zero(s: Scene) -> list[str]:
     return s.grade(str(s.subs / "*.json"))
 
 
+def _big_file(s: Scene) -> list[str]:
+    (s.subs / "big.json").write_bytes(b" " * 3_000_000)
+    return s.grade(str(s.subs))
+
+
 def _planted_tmp(s: Scene) -> list[str]:
     (s.root / "grades.csv.tmp").symlink_to(s.outside / "precious.txt")
     return s.grade(str(s.subs))
@@ -392,8 +397,7 @@ ROWS: dict[str, Row] = {
     # 2. FIFOs and devices
     "a FIFO named x.json": Row(_mkfifo, 1, (r"x\.json: is a FIFO",)),
     "a symlink to /dev/zero": Row(_dev_zero, 1, (r"zero\.json: is a character device",)),
-    "a file larger than a submission": Row(
-        lambda s: ((s.subs / "big.json").write_bytes(b" " * 3_000_000), s.grade(str(s.subs)))[1], 1, ("more than",)),
+    "a file larger than a submission": Row(_big_file, 1, (r"big\.json: more than 1000000 bytes",)),
     # 3. the temporary file and --out itself as planted symlinks
     "a planted <out>.tmp symlink": Row(_planted_tmp, 0, (r"2 student\(s\) graded",), check=_gradebook_is_regular),
     "--out a planted symlink, with --force": Row(_out_is_a_symlink, 0, ("graded",), check=_gradebook_is_regular),
