@@ -217,6 +217,29 @@ class BlockTable:
     block_ids: list[int]
     num_cached_tokens: int
     pool: list[tuple[int, str]]  # ``pool_snapshot`` at the moment the table was read
+    block_size: int = 32
+
+    @property
+    def hit_blocks(self) -> list[int]:
+        """The blocks found in the prefix cache: the first ``num_cached_tokens // block_size`` entries."""
+        return self.block_ids[: self.num_cached_tokens // self.block_size]
+
+    @property
+    def computed_blocks(self) -> list[int]:
+        """The blocks this request computed (prefilled) itself: every entry after the hits."""
+        return self.block_ids[len(self.hit_blocks) :]
+
+    def roles(self) -> dict[int, str]:
+        """Each block of the table: ``"cache hit"``, ``"computed"`` or ``"partial"``.
+
+        The table is read right after the prefill step, so it holds the prompt's tokens; a
+        prompt that does not end on a block boundary leaves its last block partial: computed,
+        but never cached (it has no hash).
+        """
+        roles = {b: "cache hit" for b in self.hit_blocks} | {b: "computed" for b in self.computed_blocks}
+        if self.prompt_tokens % self.block_size and self.computed_blocks:
+            roles[self.block_ids[-1]] = "partial"
+        return roles
 
 
 def block_tables(llm: "LLM", prompts: Mapping[str, Sequence[int]], max_tokens: int = 2) -> list[BlockTable]:
@@ -229,22 +252,23 @@ def block_tables(llm: "LLM", prompts: Mapping[str, Sequence[int]], max_tokens: i
     """
     from vllm import SamplingParams
 
-    engine = llm.llm_engine
-    core = _core(llm)
+    engine, scheduler = llm.llm_engine, _core(llm).scheduler
     if engine.has_unfinished_requests():
         raise CourseError("block_tables needs an idle engine (another request is running)")
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+    block_size = int(engine.vllm_config.cache_config.block_size)
     tables = []
     for name, ids in prompts.items():
         engine.add_request(name, {"prompt_token_ids": list(ids)}, params)
-        finished: list[Any] = [o for o in engine.step() if o.finished]
-        (internal_id,) = [r for r in core.scheduler.requests if r.split("-")[0] == name] or [None]
-        table = list(core.scheduler.kv_cache_manager.get_block_ids(internal_id)[0]) if internal_id else []
-        pool = pool_snapshot(llm)
-        while engine.has_unfinished_requests():
+        finished = [o for o in engine.step() if o.finished]  # one engine step: this request's prefill
+        # The scheduler knows the request by its id plus a suffix; ask its KV cache manager for the table.
+        running = [r for r in scheduler.requests if r.split("-")[0] == name]
+        table = list(scheduler.kv_cache_manager.get_block_ids(running[0])[0]) if running else []
+        pool = pool_snapshot(llm)  # every block's state at this moment
+        while engine.has_unfinished_requests():  # let it finish: its blocks go back to the pool
             finished += [o for o in engine.step() if o.finished]
         out = next(o for o in finished if o.request_id == name)
-        tables.append(BlockTable(name, len(ids), table, int(out.num_cached_tokens or 0), pool))
+        tables.append(BlockTable(name, len(ids), table, int(out.num_cached_tokens or 0), pool, block_size))
     return tables
 
 

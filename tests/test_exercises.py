@@ -121,3 +121,23 @@ def test_06_1_weighs_periods_by_their_queries_and_names_the_averaging_slip():
     zero = nb06.check_hit_rate(lambda iv: summed(iv) or 0.0, a, b, c)
     assert not zero.ok and "idle" in str(zero)
     assert "no answer yet" in str(nb06.check_hit_rate(..., a, b, c)).lower()
+
+
+def test_01_1_expects_what_the_generation_loops_feed_the_model():
+    """Exercise 01.1's expected counts are what notebook 01's two loops feed the model, counted here by running
+    loops of the same shape, and a slip is named without the expected value."""
+    from course_lib.exercises import nb01
+
+    def fed(prompt: int, n: int, cached: bool) -> int:
+        tokens, new, total = list(range(prompt)), list(range(prompt)), 0
+        for _ in range(n):
+            total += len(new) if cached else len(tokens)
+            tokens.append(-1)
+            new = tokens[-1:]
+        return total
+
+    right = (fed(200, 100, False), fed(200, 100, True))
+    assert nb01.check_positions_computed(*right, prompt_tokens=200, new_tokens=100).ok
+    slip = nb01.check_positions_computed(200 * 100, right[1] + 1, prompt_tokens=200, new_tokens=100)
+    assert not slip.ok and not {right[0], right[1]} & _numbers(str(slip) + slip.hint(9))
+    assert "not yet" in str(nb01.check_positions_computed(..., ..., prompt_tokens=200, new_tokens=100))

@@ -84,6 +84,11 @@ def test_block_tables_share_the_prefix_blocks_and_the_pool_shows_them():
         assert ta.block_ids[:2] == tb.block_ids[:2]  # the two shared full blocks: the same pool blocks
         assert ta.block_ids[2] not in tb.block_ids  # A's third block differs from B's: not shared
         assert (ta.num_cached_tokens, tb.num_cached_tokens) == (0, 2 * block)
+        # Hits are hits: B's first two blocks came from the cache, the rest B computed (its last one partial).
+        assert tb.hit_blocks == ta.block_ids[:2] and tb.computed_blocks == tb.block_ids[2:]
+        assert tb.roles() == {tb.block_ids[0]: "cache hit", tb.block_ids[1]: "cache hit",
+                              tb.block_ids[2]: "computed", tb.block_ids[3]: "partial"}  # fmt: skip
+        assert ta.hit_blocks == [] and list(ta.roles().values()) == ["computed"] * 3 + ["partial"]
         states = dict(K.pool_snapshot(small))
         assert states[0] == "null" and "in use" not in states.values()
         assert all(states[i] == "cached" for i in ta.block_ids[:3])  # A's full blocks keep their hashes
@@ -111,12 +116,21 @@ def test_figures_label_every_axis_with_its_unit(fresh_llm):
     titles = [fig.layout[a].title.text for a in ("xaxis", "xaxis2", "yaxis", "yaxis2")]
     assert titles[0] == titles[1] == "prompt length (tokens)" and "(ms)" in titles[2] and "ms per" in titles[3]
     assert list(fig.data[0].y) == pytest.approx([10, 20])
-    fig = viz.cold_warm_figure({"cold": t[0], "warm": K.Timing(32, 0, 4, 0.004, 0.005)})
+    fig = viz.cold_warm_figure({"cold": t[0], "warm": K.Timing(64, 32, 4, 0.004, 0.005)})
     assert list(fig.data[0].y) == pytest.approx([10, 4]) and "ms" in fig.layout.yaxis.title.text
+    assert list(fig.data[0].marker.color) == [viz.COLORS["computed"], viz.COLORS["cached"]]  # cold = miss, warm = hit
     snap = K.pool_snapshot(fresh_llm)[:8]  # a figure for small pools: the first 8 blocks
     fig = viz.block_pool_figure([("idle", snap, {})])
-    assert len(fig.layout.shapes) == 8 and fig.layout.shapes[0].fillcolor == viz._POOL_COLORS["null"]
+    assert len(fig.layout.shapes) == 8 and fig.layout.shapes[0].fillcolor == viz._POOL_COLORS["null"] == viz.COLORS["null"]
     assert fig.layout.xaxis.title.text.startswith("block id") and fig.layout.meta[0] == dict(snap)
+    # A running request's blocks are drawn by role: its cache hits and the blocks it computed never share a colour.
+    running = [(0, "null"), (1, "in use"), (2, "in use"), (3, "in use"), (4, "cached"), (5, "empty")]
+    roles = {1: "cache hit", 2: "computed", 3: "partial"}
+    fig = viz.block_pool_figure([("B running", running, {1: "B", 2: "B", 3: "B"}, roles)])
+    fills = [shape.fillcolor for shape in fig.layout.shapes]
+    assert fills[1:4] == [viz.COLORS["cached"], viz.COLORS["computed"], viz.COLORS["partial"]]
+    assert len(set(fills)) == 6  # null, hit, computed, partial, free with a hash, free and empty: six colours
+    assert {t.name for t in fig.data[1:]} >= {"cache hit: found in the pool, not computed", "computed now (prefilled)"}
 
 
 def test_memory_held_is_whole_blocks_read_from_block_tables(fresh_llm):

@@ -53,3 +53,13 @@ def test_cached_token_answers_on_the_engine(fresh_llm, qid, first_len, shared, s
     K.timed_request(fresh_llm, first, 2)
     cached = K.timed_request(fresh_llm, second, 2).num_cached_tokens
     assert _correct_choice(qid).split(":")[0] == str(cached)
+
+
+def test_one_token_differs_answer_on_the_engine(fresh_llm):
+    """B is A with token 5 replaced: vLLM, the notebook's from-scratch rule (hashes chained from block 0) and the
+    quiz's correct choice agree."""
+    a = K.fixed_prompt(fresh_llm, 100)
+    b = a[:5] + [a[5] + 1] + a[6:]
+    K.timed_request(fresh_llm, a, 2)
+    cached = K.timed_request(fresh_llm, b, 2).num_cached_tokens
+    assert _correct_choice("one_token_differs").split(":")[0] == str(cached) == "0"

@@ -5,12 +5,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from course_lib.engine import prompt_token_ids, run_one
-from course_lib.exercises import ExerciseResult, verdict
+from course_lib.exercises import ExerciseResult, exercise, verdict
 
 if TYPE_CHECKING:
     from vllm import LLM
 
 
+@exercise(
+    "00.1",
+    "predict the cached tokens of a third submission",
+    hints=(
+        "Only full blocks of the prompt can come from the cache, and never the last prompt token: vLLM must "
+        "compute it to sample the first output token.",
+        "Take the prompt's length minus one, keep the whole blocks it contains, and count their tokens.",
+    ),
+)
 def check_third_submission(answer: int, llm: "LLM", prompt: str) -> ExerciseResult:
     """Exercise 1: predict ``num_cached_tokens`` of a third identical submission, then run it."""
     block = llm.llm_engine.vllm_config.cache_config.block_size
@@ -27,6 +36,15 @@ def check_third_submission(answer: int, llm: "LLM", prompt: str) -> ExerciseResu
     return verdict("00.1", answer == measured, f"yes: {measured} tokens, as vLLM reports.", hint, hints)
 
 
+@exercise(
+    "00.2",
+    "write a prompt whose second run caches exactly 64 tokens",
+    hints=(
+        "The cached tokens of a repeated prompt are the full blocks of its length minus one: which lengths give "
+        "exactly two blocks of 32?",
+        "Build a text, count its tokens with len(tokenizer.encode(text)), and adjust it until the count is in range.",
+    ),
+)
 def check_prompt_with_hit(llm: "LLM", prompt: str, target: int) -> ExerciseResult:
     """Exercise 2: write a prompt whose second submission caches exactly ``target`` tokens."""
     llm.reset_prefix_cache()

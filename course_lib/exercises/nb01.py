@@ -1,54 +1,87 @@
 """Checks for the exercises of ``notebooks/01_kv_cache.ipynb``.
 
-Each check compares the learner's number with what the running engine says
-(``course_lib.kv_cache.cache_geometry``: vLLM's own page size and block count), never
-with a stored constant. A wrong answer gets the method, not the value.
+Each check computes the expected answer itself, never from a stored constant: 01.1 by
+counting what the notebook's from-scratch generation loops feed the model, 01.2 from the
+running engine (``course_lib.kv_cache.cache_geometry``: vLLM's own block count). A wrong
+answer gets the kind of mistake and the method, not the value.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from course_lib.exercises import ExerciseResult, verdict
-from course_lib.kv_cache import blocks_needed, cache_geometry, engine_kv_shape
+from course_lib.exercises import ExerciseResult, exercise, verdict
+from course_lib.kv_cache import blocks_needed, cache_geometry
 
 if TYPE_CHECKING:
     from vllm import LLM
 
 
-def check_bytes_per_token(answer: int, llm: "LLM") -> ExerciseResult:
-    """Exercise 01.1: the KV cache bytes of one token, from the model's config."""
-    geometry = cache_geometry(llm)
-    shape = engine_kv_shape(llm)
-    right = geometry.bytes_per_token  # vLLM's page size per token, summed over its layers
-    answer = int(answer)
-    # The usual slips, recognised by what the answer would be; the message names the slip only.
-    slips = {
-        right // 2: "you counted only the keys or only the values: the cache stores both for every token.",
-        right // shape.num_layers: "that is one layer's worth: every layer keeps its own keys and values.",
-        right // shape.dtype_bytes: "that counts numbers, not bytes: multiply by the size of the cache's dtype.",
-        right // shape.num_kv_heads * shape.num_attention_heads: (
-            "you used the attention (query) heads: with grouped-query attention only the key-value heads are "
-            "cached (num_key_value_heads)."
-        ),
-    }
-    slips.pop(right, None)  # a model where a slip gives the right number has no such slip
-    message = slips.get(answer, "not the bytes vLLM allocates per token.")
+def positions_run(prompt_tokens: int, new_tokens: int, cached: bool) -> int:
+    """Token positions that pass through the layers to generate ``new_tokens`` after a prompt.
+
+    The loops of notebook 01: without a cache, step i runs the whole sequence so far (the prompt
+    and the i tokens generated before it); with a cache, the first step runs the prompt (the
+    prefill) and every later step one token (a decode step). The last generated token is never
+    run: nothing comes after it.
+    """
+    if cached:
+        return prompt_tokens + (new_tokens - 1)
+    return sum(prompt_tokens + i for i in range(new_tokens))
+
+
+@exercise(
+    "01.1",
+    "count the work with and without a KV cache",
+    hints=(
+        "Count what each call of forward (or forward_cached) receives. Without a cache every step receives the "
+        "whole sequence so far; with one, the first step receives the prompt and each later step one token.",
+        "Without a cache the steps receive p, p + 1, ..., p + n - 1 tokens: add them up. With a cache, the new "
+        "token of the last step is never fed back in.",
+    ),
+)
+def check_positions_computed(without_cache: int, with_cache: int, prompt_tokens: int, new_tokens: int) -> ExerciseResult:
+    """Exercise 01.1: token positions run through the model to generate ``new_tokens`` tokens, both ways."""
+    p, n = prompt_tokens, new_tokens
+    right = (positions_run(p, n, cached=False), positions_run(p, n, cached=True))
+    answer = (int(without_cache), int(with_cache))
+    problems = []
+    if answer[0] != right[0]:
+        slips = {
+            n * p: "without a cache the sequence grows: each step also runs every token generated before it.",
+            n * (p + n): "the first step runs only the prompt, and the last generated token is never run.",
+        }
+        problems.append(slips.get(answer[0], "the count without a cache is not what the loop of generate runs."))
+    if answer[1] != right[1]:
+        slips = {
+            p + n: "the last generated token is never fed back: nothing is generated after it.",
+            n: "the first step (the prefill) runs every prompt token, not one.",
+            n - 1: "the first step (the prefill) runs every prompt token.",
+        }
+        problems.append(slips.get(answer[1], "the count with a cache is not what the loop of generate_cached runs."))
     return verdict(
         "01.1",
-        answer == right,
-        f"yes: {right:,} bytes per token, exactly what vLLM's page size gives ({geometry.bytes_per_block:,} bytes "
-        f"per block of {geometry.block_size} tokens).",
-        message,
+        not problems,
+        f"yes: {right[0]:,} positions without a cache and {right[1]:,} with one, {right[0] / right[1]:.0f}x fewer. "
+        "Without a cache the work grows with the square of the length; with one it grows linearly.",
+        " ".join(problems),
         (
-            "One token stores a key vector and a value vector, per layer, per key-value head; each vector has "
-            "head_dim numbers of the cache's dtype.",
-            "Read num_hidden_layers, num_key_value_heads and head_dim from llm.llm_engine.model_config.hf_config, "
-            "and the dtype from llm.llm_engine.model_config.dtype; multiply them all, and by 2.",
+            f"With a cache: {p} prompt tokens in the first step, then one token per step for the remaining steps. "
+            "How many steps are there after the first?",
+            "Without a cache: step i (counting from 0) runs p + i tokens. Sum that over the n steps, e.g. with "
+            "sum(... for i in range(n)).",
         ),
     )
 
 
+@exercise(
+    "01.2",
+    "how many requests fit in the block pool",
+    hints=(
+        "A request holds whole blocks: ceil(tokens / block_size) of them, counting its prompt and its output tokens.",
+        "The pool has num_blocks blocks and one of them (block 0, the null block) is never handed out.",
+    ),
+)
 def check_requests_that_fit(answer: int, llm: "LLM", prompt_tokens: int, output_tokens: int) -> ExerciseResult:
     """Exercise 01.2: how many requests of this size the engine's block pool holds side by side."""
     geometry = cache_geometry(llm)

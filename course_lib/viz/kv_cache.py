@@ -20,15 +20,16 @@ def prefill_decode_figure(points: "list[Any]", title: str = "Prefill vs decode: 
     from plotly.subplots import make_subplots
 
     x = [p.prompt_tokens for p in points]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("time to first token (prefill)", "decode, per output token"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("time to first token (prefill)", "decode, per output token"),
+                        horizontal_spacing=0.16)  # fmt: skip
     fig.add_scatter(x=x, y=[p.ttft_s * 1e3 for p in points], mode="lines+markers", name="TTFT", row=1, col=1)
     fig.add_scatter(x=x, y=[p.decode_s_per_token * 1e3 for p in points], mode="lines+markers",
                     name="decode per token", row=1, col=2)  # fmt: skip
     for col in (1, 2):
         fig.update_xaxes(title_text="prompt length (tokens)", row=1, col=col)
     fig.update_yaxes(title_text="TTFT (ms)", rangemode="tozero", row=1, col=1)
-    fig.update_yaxes(title_text="decode time (ms per output token)", rangemode="tozero", row=1, col=2)
-    fig.update_layout(title=title, height=380, showlegend=False, margin={"t": 70, "b": 50})
+    fig.update_yaxes(title_text="decode (ms per output token)", rangemode="tozero", row=1, col=2)
+    fig.update_layout(title=title, height=400, showlegend=False, margin={"t": 80, "b": 50})
     return fig
 
 
@@ -40,61 +41,97 @@ def cold_warm_figure(timings: "dict[str, Any]", title: str = "What a prefix cach
     from plotly.subplots import make_subplots
 
     names = list(timings)
-    labels = [f"{n}<br>({timings[n].num_cached_tokens} of {timings[n].prompt_tokens} cached)" for n in names]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("time to first token", "decode, per output token"))
-    fig.add_bar(x=labels, y=[timings[n].ttft_s * 1e3 for n in names], marker_color=["#d62728", "#2ca02c"], row=1, col=1)
-    fig.add_bar(x=labels, y=[timings[n].decode_s_per_token * 1e3 for n in names], marker_color=["#d62728", "#2ca02c"],
+    # A run mostly served from the cache in the cache-hit colour, a run that computed everything in the miss colour.
+    colors = [COLORS["cached"] if timings[n].num_cached_tokens else COLORS["computed"] for n in names]
+    labels = [f"{n}<br>{timings[n].num_cached_tokens} of {timings[n].prompt_tokens}<br>cached" for n in names]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("time to first token", "decode, per output token"),
+                        horizontal_spacing=0.16)  # fmt: skip
+    fig.add_bar(x=labels, y=[timings[n].ttft_s * 1e3 for n in names], marker_color=colors, row=1, col=1)
+    fig.add_bar(x=labels, y=[timings[n].decode_s_per_token * 1e3 for n in names], marker_color=colors,
                 row=1, col=2)  # fmt: skip
     for col in (1, 2):
-        fig.update_xaxes(title_text="run of the same prompt (cached tokens)", row=1, col=col)
-    fig.update_yaxes(title_text="TTFT (ms)", row=1, col=1)
-    fig.update_yaxes(title_text="decode time (ms per output token)", row=1, col=2)
-    fig.update_layout(title=title, height=380, showlegend=False, margin={"t": 70, "b": 50})
+        fig.update_xaxes(title_text="run of the same prompt", tickangle=0, row=1, col=col)
+    fig.update_yaxes(title_text="TTFT (ms)", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title_text="decode (ms per output token)", rangemode="tozero", row=1, col=2)
+    fig.update_layout(title=title, height=420, showlegend=False, margin={"t": 80, "b": 50})
     return fig
 
 
-_POOL_COLORS = {"null": "#7f7f7f", "in use": "#ff7f0e", "cached": "#1f77b4", "empty": "#f0f0f0"}
+def _tint(hex_color: str, alpha: float) -> str:
+    """``hex_color`` with transparency: the same meaning, drawn lighter."""
+    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
 
 
-def block_pool_figure(steps: "list[tuple[str, list[tuple[int, str]], dict[int, str]]]",
-                      title: str = "The block pool, moment by moment") -> "go.Figure":  # fmt: skip
-    """Every block of a (tiny) pool at several moments: who holds it (notebook 01).
+#: One colour per block state, in the course's house style (``course_lib.viz.style.COLORS``):
+#: a request's own blocks by role (``BlockTable.roles``), every other block by its pool state
+#: (``kv_cache.pool_snapshot``). A free block that keeps its hash is the cache-hit colour, lighter:
+#: it is what a later prompt can hit.
+_POOL_COLORS = {
+    "null": COLORS["null"],
+    "cache hit": COLORS["cached"],
+    "computed": COLORS["computed"],
+    "partial": COLORS["partial"],
+    "in use": COLORS.get("in_use", "#0072B2"),
+    "cached": _tint(COLORS["cached"], 0.3),
+    "empty": COLORS["free"],
+}
+_POOL_LEGEND = {
+    "null": "null block (never handed out)",
+    "cache hit": "cache hit: found in the pool, not computed",
+    "computed": "computed now (prefilled)",
+    "partial": "partial block: computed, never cached",
+    "in use": "in use by another request",
+    "cached": "free, keeps its hash (a later prompt can hit it)",
+    "empty": "free, empty",
+}
 
-    ``steps`` are ``(label, course_lib.kv_cache.pool_snapshot(llm), owners)``, where
-    ``owners`` maps a block id to the request(s) whose block table lists it (e.g.
-    ``{1: "A", 2: "A+B"}``). Colours: grey = block 0, vLLM's reserved null block;
-    orange = in use by a running request; blue = free but still holding its hash
-    (a later prompt can hit it); light = empty.
+
+def block_pool_figure(steps: "list[tuple[Any, ...]]", title: str = "The block pool, moment by moment") -> "go.Figure":
+    """Every block of a (tiny) pool at several moments: who holds it, and how it got there (notebook 01).
+
+    ``steps`` are ``(label, course_lib.kv_cache.pool_snapshot(llm), owners)`` or
+    ``(label, snapshot, owners, roles)``: ``owners`` maps a block id to the request(s) whose
+    block table lists it (e.g. ``{1: "A", 2: "A+B"}``), ``roles`` maps a running request's blocks
+    to ``"cache hit"``, ``"computed"`` or ``"partial"`` (``BlockTable.roles()``). A block with a
+    role is drawn by its role, every other one by its pool state (``_POOL_LEGEND``), so a request's
+    cache hits and the blocks it computed never share a colour.
     """
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    xs, ys, labels, shapes = [], [], [], []
-    width = max((len(state) for _, state, _ in steps), default=1)
-    for r, (_, state, owners) in enumerate(steps):
+    xs, ys, labels, shapes, used = [], [], [], [], set()
+    width = max((len(step[1]) for step in steps), default=1)
+    for r, (_, state, owners, *rest) in enumerate(steps):
+        roles = rest[0] if rest else {}
         for block_id, status in state:
+            kind = roles.get(block_id, status) if status == "in use" else status
+            used.add(kind)
             # Collected and set once: fig.add_shape re-validates every shape so far (quadratic).
             shapes.append({"type": "rect", "x0": block_id + 0.05, "x1": block_id + 0.95, "y0": -r - 0.9,
-                           "y1": -r - 0.1, "fillcolor": _POOL_COLORS[status], "layer": "below",
-                           "line": {"color": "black", "width": 1}})  # fmt: skip
+                           "y1": -r - 0.1, "fillcolor": _POOL_COLORS[kind], "layer": "below",
+                           "line": {"color": "#444444", "width": 1}})  # fmt: skip
             xs.append(block_id + 0.5)
             ys.append(-r - 0.5)
             labels.append(f"<b>{block_id}</b><br>{owners.get(block_id, '')}")
     fig.add_scatter(x=xs, y=ys, mode="text", text=labels, textfont={"size": 11, "color": "black"}, showlegend=False,
                     hoverinfo="skip")  # fmt: skip
-    for status, color in _POOL_COLORS.items():  # legend entries
-        fig.add_scatter(x=[None], y=[None], mode="markers", name=status,
-                        marker={"color": color, "size": 12, "symbol": "square", "line": {"color": "black", "width": 1}})  # fmt: skip
+    for kind, color in _POOL_COLORS.items():  # legend entries, for the states this figure shows
+        if kind in used:
+            fig.add_scatter(x=[None], y=[None], mode="markers", name=_POOL_LEGEND[kind],
+                            marker={"color": color, "size": 13, "symbol": "square", "line": {"color": "#444444", "width": 1}})  # fmt: skip
     fig.update_layout(
         title=title,
         shapes=shapes,
         xaxis={"range": [0, width], "title": "block id in the pool (0 = the null block)", "showgrid": False,
-               "zeroline": False, "tickvals": [i + 0.5 for i in range(width)], "ticktext": [str(i) for i in range(width)]},
+               "zeroline": False, "showline": False, "ticks": "", "tickvals": [i + 0.5 for i in range(width)],
+               "ticktext": [str(i) for i in range(width)]},
         yaxis={"range": [-len(steps), 0], "tickvals": [-r - 0.5 for r in range(len(steps))],
-               "ticktext": [label for label, _, _ in steps], "showgrid": False, "zeroline": False, "title": "moment"},
-        height=140 + 70 * len(steps), margin={"t": 50, "b": 40, "l": 10, "r": 10}, plot_bgcolor="white",
-        legend={"orientation": "h", "y": -0.25},
-        meta=[dict(state) for _, state, _ in steps],
+               "ticktext": [step[0] for step in steps], "showgrid": False, "zeroline": False, "showline": False,
+               "ticks": "", "title": "moment"},
+        height=180 + 70 * len(steps), margin={"t": 50, "b": 40, "l": 10, "r": 10},
+        legend={"orientation": "h", "y": -0.22, "x": 0},
+        meta=[dict(step[1]) for step in steps],
     )  # fmt: skip
     return fig
 
@@ -112,7 +149,7 @@ def kv_memory_figure(rows: "list[dict[str, int]]", title: str = "KV cache one re
     fig = go.Figure()
     fig.add_scatter(x=x, y=[r["bytes_held"] / mib for r in rows], mode="lines+markers", line_shape="hv",
                     name="held: blocks in its block table x bytes per block")  # fmt: skip
-    fig.add_scatter(x=x, y=[r["bytes_used"] / mib for r in rows], mode="lines", line={"dash": "dash"},
+    fig.add_scatter(x=x, y=[r["bytes_used"] / mib for r in rows], mode="lines", line={"dash": "dash", "color": COLORS["bound"]},
                     name="used: tokens x bytes per token")  # fmt: skip
     fig.update_layout(
         title=title, xaxis_title="prompt length (tokens)", yaxis={"title": "KV cache (MiB)", "rangemode": "tozero"},
