@@ -14,6 +14,10 @@ if TYPE_CHECKING:  # plotly is imported inside each function: importing course_l
 from course_lib.viz.style import COLORS
 
 
+#: A horizontal legend between the title and the plot: the bars keep the figure's whole width.
+_LEGEND_ON_TOP = {"orientation": "h", "x": 0, "xanchor": "left", "y": 1.02, "yanchor": "bottom", "traceorder": "normal"}
+
+
 def chat_turns_figure(rows: list[dict], title: str = "What each chat turn reused") -> "go.Figure":
     """Per turn, the prompt split into cached and prefilled tokens (notebook 04).
 
@@ -24,15 +28,15 @@ def chat_turns_figure(rows: list[dict], title: str = "What each chat turn reused
 
     turns = [f"turn {r['turn']}" for r in rows]
     fig = go.Figure()
-    fig.add_bar(x=turns, y=[r["num_cached_tokens"] for r in rows], name="cached (served by the prefix cache)",
+    fig.add_bar(x=turns, y=[r["num_cached_tokens"] for r in rows], name="cached (prefix cache)",
                 marker_color=COLORS["cached"])  # fmt: skip
-    fig.add_bar(x=turns, y=[r["prefilled_tokens"] for r in rows], name="prefilled (computed now)",
+    fig.add_bar(x=turns, y=[r["prefilled_tokens"] for r in rows], name="prefilled (computed)",
                 marker_color=COLORS["computed"])  # fmt: skip
     fig.add_scatter(x=turns, y=[r["prev_prompt_full_blocks"] for r in rows], mode="lines+markers",
-                    name="previous prompt's full blocks (the least a hit can be)",
+                    name="previous prompt's full blocks",
                     line={"dash": "dash", "color": COLORS["bound"]}, marker={"color": COLORS["bound"]})  # fmt: skip
     fig.update_layout(barmode="stack", title=title, xaxis_title="chat turn", yaxis_title="prompt length (tokens)",
-                      height=380, margin={"t": 50, "b": 40})  # fmt: skip
+                      height=380, margin={"t": 50, "b": 40}, legend={"traceorder": "normal"})  # fmt: skip
     return fig
 
 
@@ -51,8 +55,8 @@ def reuse_bars_figure(rows: list[dict], title: str = "Cached tokens, case by cas
                 marker_color=COLORS["cached"])  # fmt: skip
     fig.add_bar(x=cases, y=[r["prompt_tokens"] - r["num_cached_tokens"] for r in rows], name="prefilled (computed now)",
                 marker_color=COLORS["computed"])  # fmt: skip
-    fig.update_layout(barmode="stack", title=title, xaxis_title="case", yaxis_title="second prompt (tokens)", height=400,
-                      margin={"t": 50, "b": 80})  # fmt: skip
+    fig.update_layout(barmode="stack", title=title, xaxis_title="case", yaxis_title="second prompt (tokens)", height=440,
+                      xaxis_tickangle=-35, margin={"t": 80, "b": 80}, legend=_LEGEND_ON_TOP)  # fmt: skip
     return fig
 
 
