@@ -1,11 +1,15 @@
 """Quizzes: the end of every notebook (``quiz.show("02_block_hashing")``) and ``quizzes/module2.yaml``.
 
-Three parts, one module each:
+One concept per module:
 
-- ``schema``: quiz files, their validation (every problem in one run, with line
-  numbers), versions and student copies without keys;
+- ``schema``: quiz files, where quiz ids are found, their validation (every problem in one
+  run, with line numbers), versions and student copies without keys; ``yaml_file`` reads
+  their YAML with line numbers and refuses duplicate keys, aliases and YAML 1.1 numbers;
 - ``widget``: the ipywidgets quiz (practice mode with a key, exam mode without);
-- ``grading``: judging answers and ``course grade``, which survives hostile files.
+- ``judging``: the scoring rule for one answer;
+- ``submissions``: reading and checking one submission file;
+- ``grading``: ``course grade``, a folder of submissions into a gradebook, safe on a
+  folder every student can write to (``safe_io``: files; ``names``: student names).
 
 The scoring rule is in ``grading``'s docstring and in ``quizzes/README.md``.
 This module re-exports the public names, so ``from course_lib import quiz`` is all

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from course_lib.quiz.grading import Judgement, judge, letter
+from course_lib.quiz.judging import Judgement, judge, letter
 from course_lib.quiz.schema import Question, Quiz, QuizError, load_quiz
 from course_lib.quiz.schema import number as _number
 
