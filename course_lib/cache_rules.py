@@ -5,10 +5,11 @@ function runs a small, fixed workload and returns vLLM's own numbers
 (``num_cached_tokens``, what the scheduler did per step, what
 ``reset_prefix_cache`` returned), so a notebook can pin them:
 
-- ``prompt_logprobs_hits``: a request asking for ``prompt_logprobs`` never reads
-  the prefix cache (``SamplingParams.__post_init__`` sets
-  ``skip_reading_prefix_cache``; ``KVCacheManager.get_computed_blocks`` then
-  returns no hit), but its blocks are still written and cached;
+- ``prompt_logprobs_hits``: by default a request asking for ``prompt_logprobs``
+  does not read the prefix cache (``SamplingParams.__post_init__`` sets
+  ``skip_reading_prefix_cache`` when the user left it ``None``;
+  ``KVCacheManager.get_computed_blocks`` then returns no hit), but its blocks are
+  still written and cached; ``skip_reading_overrides`` sets the flag by hand, both ways;
 - ``step_trace``: per scheduler step, which request was admitted with how many
   cached tokens and how many tokens each request got. It shows that prompts in
   one ``generate`` call hit each other's blocks (a block's hash is registered
@@ -79,6 +80,28 @@ def prompt_logprobs_hits(llm: "LLM", prompt: Sequence[int]) -> list[tuple[str, i
         ("then plain", run_one(llm, ids).num_cached_tokens),
     ]
     return rows
+
+
+def skip_reading_overrides(llm: "LLM", prompt: Sequence[int]) -> list[tuple[str, int]]:
+    """``num_cached_tokens`` when ``SamplingParams.skip_reading_prefix_cache`` is set by hand.
+
+    The flag is a public field (``vllm/sampling_params.py``); only when it is left
+    ``None`` does ``__post_init__`` derive it from ``prompt_logprobs``. With the prompt
+    cached: (1) ``prompt_logprobs=0`` with the flag ``False`` reads the cache (vLLM then
+    returns logprobs only for the prompt tokens it computed), (2) a plain request
+    with the flag ``True`` reads nothing.
+    """
+    from vllm import SamplingParams
+
+    ids = list(prompt)
+    _must_reset(llm)
+    run_one(llm, ids)  # the prompt's full blocks are now cached
+    reads = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, skip_reading_prefix_cache=False, detokenize=False)
+    skips = SamplingParams(max_tokens=1, temperature=0.0, skip_reading_prefix_cache=True)
+    return [
+        ("prompt_logprobs=0, skip_reading_prefix_cache=False", run_one(llm, ids, reads).num_cached_tokens),
+        ("plain, skip_reading_prefix_cache=True", run_one(llm, ids, skips).num_cached_tokens),
+    ]
 
 
 # --- what the scheduler does, step by step --------------------------------------------------------
@@ -152,7 +175,7 @@ def step_trace(
     return StepTrace([int(o.num_cached_tokens or 0) for o in outs], steps)
 
 
-# --- KV cache groups: one hit rule per layer type ----------------------------------------------
+# --- KV cache groups and their hit rules ---------------------------------------------------------
 
 
 def kv_cache_groups(llm: "LLM") -> list[str]:
@@ -161,8 +184,12 @@ def kv_cache_groups(llm: "LLM") -> list[str]:
     ``get_kv_cache_coordinator`` (``vllm/v1/core/kv_cache_coordinator.py``) picks
     ``UnitaryKVCacheCoordinator`` for one group (every layer full attention, as in
     the course model) and ``HybridKVCacheCoordinator`` when layer types differ
-    (sliding window, Mamba, linear attention): each group then has its own
-    ``SingleTypeKVCacheManager`` with its own ``find_longest_cache_hit``.
+    (sliding window, Mamba, linear attention). Groups are not one per layer type:
+    ``_get_kv_cache_groups_uniform_page_size`` (``vllm/v1/core/kv_cache_utils.py``)
+    splits the layers into groups of equal size, so 10 full-attention and 20
+    sliding-window layers make 3 groups of 10 (1 full, 2 sliding window). Each group
+    has its own ``SingleTypeKVCacheManager``; the hybrid coordinator looks up groups
+    that share a spec together, with that spec's ``find_longest_cache_hit``.
     """
     coordinator = _scheduler(llm).kv_cache_manager.coordinator
     lines = [f"coordinator: {type(coordinator).__name__}"]
@@ -212,5 +239,5 @@ def reset_while_running(llm: "LLM", prompt: Sequence[int], max_tokens: int = 8) 
 
 
 __all__: list[str] = [
-    "prompt_logprobs_hits", "kv_cache_groups", "StepRecord", "StepTrace", "step_trace", "reset_while_running",
+    "prompt_logprobs_hits", "skip_reading_overrides", "kv_cache_groups", "StepRecord", "StepTrace", "step_trace", "reset_while_running",
 ]

@@ -427,7 +427,7 @@ def hardware_summary() -> str:
     except OSError:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    text = f"CPU: {cpu}, {cores} cores usable ({os.cpu_count()} online), {platform.system()} {platform.machine()}"
+    text = f"CPU: {cpu}, {cores} core{'' if cores == 1 else 's'} usable ({os.cpu_count()} online), {platform.system()} {platform.machine()}"
     if detect_device() == "cuda":
         import torch
 

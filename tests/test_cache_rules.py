@@ -25,6 +25,17 @@ def test_prompt_logprobs_never_reads_the_cache_but_writes_it(fresh_llm, short):
     assert [c for _, c in cr.prompt_logprobs_hits(fresh_llm, ids)] == [0, 0, full, 0, full]
 
 
+def test_skip_reading_prefix_cache_set_by_hand_overrides_the_default(fresh_llm, short):
+    ids = list(short.prompt_token_ids[0])
+    full = full_block_tokens(len(ids) - 1, sc.engine_block_size(fresh_llm))
+    rows = dict(cr.skip_reading_overrides(fresh_llm, ids))
+    # prompt_logprobs with the flag False reads the cache; a plain request with the flag True does not.
+    assert rows == {
+        "prompt_logprobs=0, skip_reading_prefix_cache=False": full,
+        "plain, skip_reading_prefix_cache=True": 0,
+    }
+
+
 def test_prompts_in_one_generate_call_hit_each_other_in_the_same_step(fresh_llm, short):
     trace = cr.step_trace(fresh_llm, short.prompt_token_ids)
     shared = full_block_tokens(short.shared_prefix_tokens, sc.engine_block_size(fresh_llm))

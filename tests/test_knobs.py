@@ -42,7 +42,7 @@ def test_block_size_16_is_a_clear_error_on_cpu_only():
     if knobs.detect_device() == "cpu":
         with pytest.raises(CourseError, match="multiple of 32"):
             make_llm(block_size=16)
-    else:  # the GPU default
+    else:  # a GPU attention backend that takes 16 (FlashAttention does)
         with sc.temporary_llm(block_size=16) as gpu:
             assert sc.engine_block_size(gpu) == 16
 
