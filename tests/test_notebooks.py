@@ -22,8 +22,9 @@ def _code_cells(path: Path) -> list[dict]:
     return [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
 
 
-def test_the_course_has_its_eight_notebooks_in_teaching_order():
-    assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(8)]
+def test_the_course_has_its_notebooks_in_teaching_order():
+    # 00-07, then 08 troubleshooting (and 09 second tier when it lands): numbered with no gap.
+    assert len(NOTEBOOKS) >= 9 and [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(len(NOTEBOOKS))]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
