@@ -137,7 +137,7 @@ def cli_quiz(args: argparse.Namespace) -> int:
     located = [locate(q) for q in args.quizzes]
     for (path, origin), given in zip(located, args.quizzes):
         if origin != "the file given":
-            print(f"quiz {shown(given)}: {path} ({origin})")
+            print(f"quiz {shown(given)}: {shown(path)} ({origin})")
     paths = [p for p, _ in located]
     if not paths:
         base, origin = quiz_dir_origin()
@@ -149,14 +149,14 @@ def cli_quiz(args: argparse.Namespace) -> int:
     for path in paths:
         problems = check_quiz_file(path)
         if problems:
-            print(f"[FAIL] {path}: {len(problems)} problem(s)")
+            print(f"[FAIL] {shown(path)}: {len(problems)} problem(s)")
             for p in problems:
-                print(f"  {path}:{p[5:] if p.startswith('line ') else ' ' + p}")
+                print(f"  {shown(path)}:{p[5:] if p.startswith('line ') else ' ' + p}")
             status = 1
             continue
         quiz = load_quiz(path)
         kind = "student copy" if quiz.student_copy else "with key"
-        print(f"[OK] {path}: {quiz.id!r}, {len(quiz.questions)} questions, {_number(quiz.max_points)} points "
+        print(f"[OK] {shown(path)}: {quiz.id!r}, {len(quiz.questions)} questions, {_number(quiz.max_points)} points "
               f"({kind}, version {quiz.version})")  # fmt: skip
     return status
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from course_lib.engine import CourseError
-from course_lib.quiz.safe_io import FileRefused, read_regular_file
+from course_lib.quiz.safe_io import FileRefused, read_regular_file, shown
 from course_lib.quiz.yaml_file import ParsedQuizFile, parse_quiz_text  # noqa: F401 (re-exported)
 
 QUIZ_DIR_ENV = "COURSE_QUIZ_DIR"
@@ -206,9 +206,9 @@ def read_quiz_file(path: Path) -> ParsedQuizFile:
     try:
         text = read_regular_file(path, MAX_QUIZ_BYTES).decode("utf-8-sig")
     except FileRefused as exc:
-        raise QuizError(f"{path} cannot be read: {exc}") from None
+        raise QuizError(f"{shown(path)} cannot be read: {exc}") from None
     except UnicodeDecodeError as exc:
-        raise QuizError(f"{path} cannot be read: not UTF-8 (byte {exc.start})") from None
+        raise QuizError(f"{shown(path)} cannot be read: not UTF-8 (byte {exc.start})") from None
     return parse_quiz_text(text)
 
 
@@ -216,7 +216,7 @@ def read_quiz_data(path: Path) -> Any:
     """The parsed data of a quiz file (YAML errors raise ``QuizError``)."""
     parsed = read_quiz_file(path)
     if parsed.data is None and parsed.problems:
-        raise QuizError(f"{path}: " + "; ".join(parsed.problems))
+        raise QuizError(f"{shown(path)}: " + "; ".join(parsed.problems))
     return parsed.data
 
 
@@ -340,7 +340,7 @@ def quiz_from_data(data: dict[str, Any], source: Path | None = None, parsed: Par
     """Build a ``Quiz`` from parsed YAML, raising ``QuizError`` listing every problem."""
     problems = validate_quiz_data(data, parsed, source)
     if problems:
-        name = str(source) if source else "quiz"
+        name = shown(source) if source else "quiz"
         raise QuizError(f"{name} is not a valid quiz:\n  - " + "\n  - ".join(problems))
     questions = []
     for q in data["questions"]:
@@ -380,7 +380,7 @@ def load_quiz(path_or_id: str | os.PathLike[str] | Quiz) -> Quiz:
     path = resolve(path_or_id)
     parsed = read_quiz_file(path)
     if parsed.data is None and parsed.problems:
-        raise QuizError(f"{path} is not a valid quiz:\n  - " + "\n  - ".join(parsed.problems))
+        raise QuizError(f"{shown(path)} is not a valid quiz:\n  - " + "\n  - ".join(parsed.problems))
     return quiz_from_data(parsed.data, source=path, parsed=parsed)
 
 
