@@ -168,7 +168,8 @@ def test_export_of_the_real_notebooks_leaves_no_solution(tmp_path):
 
 def assert_no_solution_text(instructor: Path, learner_text_file: Path) -> None:
     """No line of a solution region reaches the learner's file (sources or outputs), except lines the
-    instructor notebook also has outside its solutions (``import hashlib``...)."""
+    instructor notebook also shows outside its exercises (``import hashlib``, or ``return [`` in a
+    printed function's source)."""
     nb = nbformat.read(instructor, as_version=4)
     inside = {line for c in nb.cells for line in solution_lines(c.source)}
     outside = {
@@ -176,9 +177,17 @@ def assert_no_solution_text(instructor: Path, learner_text_file: Path) -> None:
         for c in nb.cells
         for line in strip_solutions(c.source, cell_type=c.cell_type)[0].splitlines()
     }
-    text = learner_text_file.read_text(encoding="utf-8")
-    rendered = json.dumps(json.loads(text), ensure_ascii=False)  # JSON-escaped lines, as stored
-    leaked = [line for line in inside - outside if json.dumps(line, ensure_ascii=False)[1:-1] in rendered]
+    lesson = [c for i, c in enumerate(nb.cells) if c.cell_type == "code" and i not in exercise_cells(nb)]
+    for out in (o for c in lesson for o in c.get("outputs", [])):
+        shown = out.get("text", "") + out.get("data", {}).get("text/plain", "")
+        outside |= {line.strip() for line in shown.splitlines()}
+    learner = nbformat.read(learner_text_file, as_version=4)
+    shown: set[str] = set()  # every line a learner sees, whole: sources, and the text of every output
+    for cell in learner.cells:
+        texts = [cell.source] + [o.get("text", "") for o in cell.get("outputs", [])]
+        texts += [str(v) for o in cell.get("outputs", []) for v in o.get("data", {}).values()]
+        shown |= {line.strip() for t in texts for line in t.splitlines()}
+    leaked = sorted((inside - outside) & shown)
     assert not leaked, f"{learner_text_file.name}: solution lines in the learner copy: {leaked[:3]}"
 
 
