@@ -23,3 +23,13 @@ def test_distinct_prompts_never_hit(fresh_llm, short):
     bs = sc.engine_block_size(fresh_llm)
     again = measure(fresh_llm, prompts[:1])[0]
     assert again.num_cached_tokens == (again.prompt_tokens - 1) // bs * bs > 0
+
+
+def test_course_bench_system_prompt_runs_the_benchmark_function(monkeypatch, capsys):
+    """The CLI wiring only (the benchmark itself is timed in benchmarks/, never in tests)."""
+    from course_lib.cli import main
+
+    calls = []
+    monkeypatch.setattr(bench, "bench_system_prompt", lambda repeats, tokens: calls.append((repeats, tokens)) or "REPORT")
+    assert main(["bench", "system-prompt", "--repeats", "2", "--target-tokens", "300"]) == 0
+    assert calls == [(2, 300)] and "REPORT" in capsys.readouterr().out
