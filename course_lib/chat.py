@@ -12,11 +12,12 @@ messages and never rewrites earlier ones), so turn ``k+1`` finds at least turn
 tokens can hit (``vllm/v1/core/kv_cache_manager.py``, ``get_computed_blocks``),
 and only full blocks are ever hashed.
 
-The seed's ``ChatSession`` called an undefined ``format_chat``; this one uses
-``tokenizer.apply_chat_template(..., add_generation_prompt=True)``, the model's own
-template (SmolLM2's is ChatML and inserts a default system prompt when the
-messages have none), or any Jinja template passed as ``chat_template=``, as vLLM's
-chat endpoint does (``vllm/renderers/hf.py``, ``safe_apply_chat_template``).
+The prompt is rendered by ``tokenizer.apply_chat_template(..., add_generation_prompt=True)``,
+the model's own template (SmolLM2's is ChatML and inserts a default system prompt
+when the messages have none), or by any Jinja template passed as ``chat_template=``,
+as vLLM's chat endpoint does (``vllm/renderers/hf.py``, ``safe_apply_chat_template``).
+Rendering on the client and sending token ids, rather than text, is what lets the
+notebook count exactly the tokens the engine sees.
 
 A template that rewrites earlier turns breaks the prefix property. Reasoning
 models' templates drop the ``<think>`` part of assistant messages before the last

@@ -15,6 +15,9 @@ Prefix caching reuses a block only if every token before it is the same
   ``[A, B]`` and ``[B, A]`` share no block after the preamble. Sorting by a
   stable key (the sha256 of the chunk's text) makes the same SET of chunks the
   same token prefix. The price: the model no longer sees the best chunk first.
+  When queries share only some documents, a hash order may put an unshared one
+  first; a fixed ranking with the most often retrieved documents first keeps the
+  shared ones in front (notebook 05, exercise 1).
 
 What prefix caching cannot do: reuse a chunk's KV at another position (after
 other chunks). That needs position-independent KV reuse with partial

@@ -106,7 +106,8 @@ class RAGWorkload:
 
     Each query puts a shared preamble, ``chunks_per_query`` distinct documents
     (picked with Zipf popularity ``zipf_a``, in the retriever's ranking order, or
-    sorted by document id if ``canonical_order``) and a unique question in its prompt.
+    sorted by document id if ``canonical_order``: document 0 is the most popular, so
+    that order also puts popular documents first) and a unique question in its prompt.
     """
 
     name: str = "rag"

@@ -123,6 +123,49 @@ def test_06_1_weighs_periods_by_their_queries_and_names_the_averaging_slip():
     assert "no answer yet" in str(nb06.check_hit_rate(..., a, b, c)).lower()
 
 
+def test_04_1_is_measured_on_the_engine_and_a_wrong_guess_keeps_the_value_hidden(fresh_llm):
+    """Exercise 04.1: a history trimmed by the application; the answer is the whole blocks the new
+    prompt shares with an earlier one (computed here from token ids, measured by the check)."""
+    from course_lib.chat import ChatSession, block_size_of, common_prefix_len
+    from course_lib.exercises import nb04
+
+    bs = block_size_of(fresh_llm)
+    s = ChatSession(fresh_llm, "You are a careful Python tutor. Answer briefly and show code. " * 8)
+    for q in ("What is a list?", "And a tuple?", "And a set?"):
+        s.chat(q, reply="A container.")
+    s.history = s.history[2:]  # the oldest turn dropped
+    nxt = s.build_prompt("And a dict?")
+    right = max(common_prefix_len(p, nxt) // bs * bs for p in s.prompts)
+    s.chat("And a dict?", reply="A mapping.")
+    assert right > 0 and s.stats[-1].num_cached_tokens == right
+    assert nb04.check_turn_prediction(s, right).ok
+    naive = len(s.prompts[-2]) // bs * bs  # "the previous prompt's full blocks": wrong once the history is trimmed
+    wrong = nb04.check_turn_prediction(s, naive)
+    assert naive != right and not wrong.ok and right not in _numbers(str(wrong) + wrong.hint(9))
+    assert "no answer yet" in str(nb04.check_turn_prediction(s, ...)).lower()
+
+
+def test_05_1_wants_the_shared_document_first_and_hash_order_is_not_enough(llm):
+    from collections import Counter
+
+    from course_lib.exercises import nb05
+    from course_lib.rag import SAMPLE_CHUNKS, canonicalize
+
+    best, ranking = nb05.best_fixed_order_reuse(llm)
+    assert ranking[0] == "blocks"  # the document every query retrieved
+    counts = Counter(SAMPLE_CHUNKS[k] for keys in nb05.RETRIEVED for k in keys)
+    good = nb05.check_chunk_order(llm, lambda cs: sorted(cs, key=lambda c: (-counts[c], c)))
+    assert good.ok, str(good)
+    by_hash = nb05.check_chunk_order(llm, canonicalize)  # one order per set, but the shared document may not lead
+    assert not by_hash.ok and best not in _numbers(str(by_hash) + by_hash.hint(9))
+    assert not nb05.check_chunk_order(llm, lambda cs: list(cs)).ok  # arrival order: not one order per set
+
+    def unwritten(chunks):
+        raise NotImplementedError
+
+    assert "NotImplementedError" in str(nb05.check_chunk_order(llm, unwritten))
+
+
 def test_01_1_expects_what_the_generation_loops_feed_the_model():
     """Exercise 01.1's expected counts are what notebook 01's two loops feed the model, counted here by running
     loops of the same shape, and a slip is named without the expected value."""

@@ -102,7 +102,7 @@ def test_notebook_hit_rates_are_pinned():
     assert round(runs[0].hit_rate, 4) == 0.8183
     assert round(wl.ceiling(trace, BLOCK), 4) == 0.8779
     pasted = wl.chat_trace(wl.ChatWorkload(name="paste a document", system_tokens=32, user_tokens=600, max_turns=1))
-    assert round(wl.ceiling(pasted, BLOCK), 4) == 0.05 < 0.7  # the seed's 70 % target is out of reach
+    assert round(wl.ceiling(pasted, BLOCK), 4) == 0.05 < 0.7  # a 70 % hit-rate target is out of reach
 
 
 def test_cli_prints_the_sweep(capsys):
