@@ -165,7 +165,7 @@ def free_queue_figure(
         yaxis={"range": [-len(steps), 0], "tickvals": [-r - 0.5 for r in range(len(steps))],
                "ticktext": [label for label, _ in steps], "showgrid": False, "zeroline": False,
                "title": "after request"},
-        height=170 + 62 * len(steps), margin={"t": 50, "b": 40, "l": 10, "r": 10},
+        height=170 + 72 * len(steps), margin={"t": 50, "b": 40, "l": 10, "r": 10},
         legend={"orientation": "h", "y": -0.18, "x": 0},
         meta=[[block_id for block_id, _ in state] for _, state in steps],
     )  # fmt: skip
