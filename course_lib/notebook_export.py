@@ -115,11 +115,24 @@ def solution_stub(region: str) -> tuple[str, ...]:
             )  # fmt: skip
             lines.extend(ast.unparse(ast.fix_missing_locations(stub)).splitlines())
         else:
-            stored = [n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)]
+            stored = _assigned_names(node)
             lines.extend(f"{name} = ..." for name in dict.fromkeys(stored) if f"{name} = ..." not in lines)
     todo = [w for w, has in (("replace each ... with your answer", any(l.endswith("= ...") for l in lines)),
                              ("write the body of each function", any(l.startswith("def ") for l in lines))) if has]  # fmt: skip
     return (f"# TODO: {' and '.join(todo) or 'write your solution here'}.", *(lines or ["..."]))
+
+
+def _assigned_names(node: ast.AST) -> list[str]:
+    """Names ``node`` binds in the cell's namespace, in order: not a comprehension's or a lambda's own."""
+    names: list[str] = []
+    todo = [node]
+    while todo:
+        current = todo.pop(0)
+        if isinstance(current, ast.Name) and isinstance(current.ctx, ast.Store):
+            names.append(current.id)
+        elif not isinstance(current, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.Lambda)):
+            todo.extend(ast.iter_child_nodes(current))
+    return names
 
 
 def _returns_outside_a_function(tree: ast.AST) -> bool:

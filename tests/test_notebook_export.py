@@ -302,3 +302,9 @@ def test_every_learner_cell_runs_and_every_check_answers_not_yet(path, tmp_path)
         for module, function in _check_functions_called(cell.source):
             check = getattr(importlib.import_module(f"course_lib.exercises.{module}"), function)
             assert hasattr(check, "exercise_id"), f"{path.name}, cell {index}: {module}.{function} is not declared with @exercise"
+
+
+def test_a_stub_names_what_the_solution_assigns_not_its_comprehension_variables():
+    source = f"{BEGIN}\ntotal = sum(x * 2 for x in range(3))\nbest = [y for y in [1]]\na, b = 1, 2\n{END}\ncheck(total)\n"
+    stub, _ = strip_solutions(source)
+    assert stub.splitlines()[1:] == ["total = ...", "best = ...", "a = ...", "b = ...", "check(total)"]
