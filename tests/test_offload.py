@@ -203,6 +203,25 @@ def test_corrupt_and_truncated_files_are_misses_named_in_the_log(tier_llm, tier_
         path.unlink()
 
 
+def test_exercise_checks_of_notebook_09(tier_llm, tier_dir):
+    """09.1 against a block file's real payload; 09.2 on the live engine; wrong answers keep the value hidden."""
+    from course_lib.exercises import nb09
+
+    hf = tier_llm.llm_engine.model_config.hf_config
+    payload = hf.num_hidden_layers * 2 * hf.num_key_value_heads * (hf.hidden_size // hf.num_attention_heads) * BS * 2
+    assert nb09.check_block_bytes(payload, tier_dir).ok
+    wrong = nb09.check_block_bytes(payload // 2, tier_dir)
+    assert not wrong.ok and f"{payload:,}" not in str(wrong) and str(payload) not in str(wrong)
+    assert "no answer yet" in str(nb09.check_block_bytes(..., tier_dir)).lower()
+
+    a = _doc(51, 330)
+    c = a[:100] + _doc(52, 60)
+    right = (3 * BS, (329 // BS - 3) * BS)  # C leaves A's 3 shared blocks local; the tier has the rest
+    assert nb09.check_local_then_tier(right, tier_llm, a, c).ok
+    wrong = nb09.check_local_then_tier((0, 320), tier_llm, a, c)
+    assert not wrong.ok and "96" not in str(wrong) and "224" not in str(wrong)
+
+
 def test_restart_hits_and_the_lru_evicts_the_least_recently_used(tier_llm, tier_dir):
     """A new engine on the same directory hits; a capacity of K files keeps the K most recent."""
     files = _files(tier_dir)
