@@ -234,3 +234,27 @@ def test_quiz_08_computed_answers_come_from_course_lib():
     quiz = Q.load_quiz("08_troubleshooting")
     for qid, value in computed.items():
         assert Q.judge(quiz.question(qid), value).correct, (qid, value)
+
+
+def test_exercise_checks_of_notebook_08(fresh_llm):
+    """08.1-08.3: a right answer passes, a typical wrong one fails without the expected value, `...` is 'not yet'."""
+    from course_lib.exercises import nb08
+    from course_lib.simulator import PrefixCacheSimulator
+
+    tok = fresh_llm.get_tokenizer()
+    assert nb08.check_stable_system_prompt(lambda r, u, t: f"{r}\nCustomer: {u}. Date: {t}.", RULES, tok).ok
+    assert not nb08.check_stable_system_prompt(lambda r, u, t: f"Hello {u}, it is {t}.\n{r}", RULES, tok).ok
+    a = to_token_ids(tok, RULES + " Question: ")
+    b = to_token_ids(tok, RULES + " Question: do you sell electric bikes?")
+    right = diagnose_prompts(a, b, tokenizer=tok).cached_tokens
+    assert nb08.check_junction_prediction(right, fresh_llm, a, b).ok
+    wrong = nb08.check_junction_prediction(right + 32, fresh_llm, a, b)
+    assert not wrong.ok and str(right) not in wrong.message.split("predicted")[1]
+    prompts = [list(range(100 * i, 100 * i + 150)) for i in range(1, 4)]
+    sizes = [n for n in range(6, 40) if nb08._rotation_hits(n, 32, prompts, 2)]
+    smallest = sizes[0]
+    sim = PrefixCacheSimulator(smallest, 32)
+    sim.run(prompts)
+    assert sim.run(prompts) == [128] * 3  # the smallest size really hits every full block on round 2
+    assert nb08.check_pool_size(smallest, prompts, 32).ok and not nb08.check_pool_size(smallest + 1, prompts, 32).ok
+    assert "no answer yet" in str(nb08.check_pool_size(..., prompts, 32)).lower()
