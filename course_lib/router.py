@@ -35,6 +35,7 @@ import atexit
 import concurrent.futures as cf
 import os
 import random
+import shlex
 import shutil
 import signal
 import subprocess
@@ -228,6 +229,15 @@ class RouterFleet:
                 cmd += ["--kv-event-source", f"{url}={relay.endpoint}"]
             cmd += ["--kv-event-block-size", block, "--kv-event-model", self.kv_event_model or self.model_name]
         return cmd + self.router_args
+
+    def router_command_line(self) -> str:
+        """The router's command line as you would type it: ``vllm-router --worker-urls ... --policy ...``.
+
+        It runs as ``python -c`` with those arguments (so that it too gets the parent-death signal).
+        """
+        if self.router_port is None:
+            raise CourseError("the fleet is not started: use `with RouterFleet(...) as fleet:` or fleet.start()")
+        return shlex.join(["vllm-router", *self._router_command()[3:]])
 
     def _start_router(self) -> None:
         import httpx

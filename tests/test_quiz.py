@@ -832,7 +832,8 @@ def test_computed_answers_come_from_course_lib():
                          ("module2", "gpu_resubmit"), ("module2", "system_prompt_totals"),
                          # computed in tests/test_quiz_01_kv_cache.py and tests/test_quiz_07_fleet.py
                          ("01_kv_cache", "bytes_per_token"), ("01_kv_cache", "blocks_in_budget"),
-                         ("07_fleet", "capped_block"), ("07_fleet", "fleet_rate"), ("07_fleet", "imbalance")}  # fmt: skip
+                         ("07_fleet", "capped_block"), ("07_fleet", "fleet_rate"), ("07_fleet", "imbalance"),
+                         ("07_fleet", "kv_cost")}  # fmt: skip
     assert tagged - checked_elsewhere <= set(computed), tagged - checked_elsewhere - set(computed)
     for (quiz_id, qid), value in computed.items():
         q = Q.load_quiz(quiz_id).question(qid)

@@ -77,3 +77,21 @@ def test_longest_choice_is_not_always_the_key(qid):
     )
     assert longest_correct <= max(1, len(singles) // 3)
     assert q.choices[longest] is not None
+
+
+def test_idle_cache_aware_sends_every_new_prefix_to_replica_0():
+    fresh = [FleetRequest((1000 + i, 2000 + i, -1 - i), 2 * 512 + 7) for i in range(8)]
+    idle = simulate_fleet(fresh, 4, 100_000, "cache_aware")  # one at a time: nothing in flight
+    assert set(idle.assignments) == {0}
+    assert _correct_choice("idle_cache_aware").startswith("All to one replica")
+    busy = simulate_fleet(fresh, 4, 100_000, "cache_aware", concurrency=4)  # the distractor's spread needs load
+    assert set(busy.assignments) == {0, 1, 2, 3}
+
+
+def test_kv_cost_answer():
+    # the router's price, from course_lib.exercises.nb07's copy of MultiplicativeScorer
+    from course_lib.exercises.nb07 import _cost
+
+    assert Q.judge(QUIZ.question("kv_cost"), _cost(500, 480, 600, 2)).correct
+    assert not Q.judge(QUIZ.question("kv_cost"), (500 - 480) * (2 + 1)).correct  # the queue forgotten
+    assert _cost(500, 0, 0, 0) < _cost(500, 480, 600, 2)  # the feedback's idle cold replica wins

@@ -9,6 +9,7 @@ test stops the fleet and checks by pid that every process of every group is gone
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 
@@ -95,6 +96,15 @@ def test_kv_aware_finds_every_prefix_from_the_event_index(fleet, runs):
     bs = fleet.servers[0].engine_kwargs["block_size"]
     bound = prefix_blocks_seen(workload_as_fleet_requests(fleet.servers[0], WORKLOADS["kv_aware"], bs), bs)
     assert res.hit_rate == pytest.approx(bound, abs=1e-9), (res.hit_rate, bound, res.usage)
+
+
+def test_router_command_line_is_what_runs(fleet, runs):
+    line = fleet.router_command_line()
+    assert line.startswith("vllm-router --worker-urls ") and f"--policy {fleet.policy}" in line
+    assert all(u in line for u in fleet.worker_urls)
+    with open(f"/proc/{fleet.router.pid}/cmdline", "rb") as f:  # the running process has these arguments
+        argv = [a.decode() for a in f.read().split(b"\0") if a]
+    assert shlex.split(line)[1:] == argv[3:]
 
 
 def test_simulator_predicts_round_robin_exactly(fleet, runs):

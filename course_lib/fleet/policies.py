@@ -175,7 +175,9 @@ class CacheAware(_LoadGuarded):
     request (the trace gives whole blocks, so full blocks here; the router counts tokens of
     the whole prompt); otherwise every replica is a candidate. Among the candidates, the
     least-loaded replica; ties go to the first one (Rust's ``min_by_key`` in
-    ``select_prepared``). So with nothing in flight a new prefix always goes to replica 0.
+    ``select_prepared``). So with nothing in flight a new prefix always goes to replica 0 here;
+    live, to the first worker of the router's list, whose order is its registry's (a ``DashMap``
+    in ``src/core/worker_registry.rs``), not necessarily the order of ``--worker-urls``.
     """
 
     name = "cache_aware"
