@@ -38,9 +38,9 @@ def test_hints_are_given_level_by_level_only_on_request(capsys):
 
 def test_wrong_prediction_does_not_reveal_the_expected_value():
     # An answer that is off by one block on every case: the expected value must appear nowhere.
-    def off_by_one_block(first, second, block_size):
+    def off_by_one_block(first, first_output, second, block_size):
         sim = PrefixCacheSimulator(1000, block_size)
-        sim.process(first)
+        sim.process(first, first_output)
         return sim.process(second) + block_size
 
     r = nb02.check_predict_cached(off_by_one_block, 32)

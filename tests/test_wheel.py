@@ -114,13 +114,13 @@ for statement in json.loads(Path(sys.argv[1]).read_text()):
 from course_lib.exercises import nb02
 from course_lib.simulator import PrefixCacheSimulator
 
-def predict(first, second, block_size):
+def predict(first, first_output, second, block_size):
     sim = PrefixCacheSimulator(1000, block_size)
-    sim.process(first)
+    sim.process(first, first_output)
     return sim.process(second)
 
 assert nb02.check_predict_cached(predict).ok
-wrong = nb02.check_predict_cached(lambda a, b, bs: len(b))
+wrong = nb02.check_predict_cached(lambda a, out, b, bs: len(b))
 assert not wrong.ok and wrong.hint(1)
 from course_lib import quiz
 assert quiz.quiz_dir() == quiz.PACKAGED_QUIZ_DIR
