@@ -10,7 +10,9 @@ against a real vLLM server):
 * ``02_block_hashing``: the block explorer answers a slider move (in steps of 32 on a CPU), a block figure is drawn
   as SVG, the quiz widget records and judges an answer;
 * ``06_metrics``: the live hit-rate chart shows more than one point *while its cell is
-  still running*, and leaves a figure behind when it ends.
+  still running*, and leaves a figure behind when it ends;
+* a learner's copy of notebook 00 (``course export-student``) in JupyterLab as ``make lab`` opens it:
+  Run All with every exercise unanswered reaches the quiz, and nbgrader's tools are hidden.
 
 Screenshots go to ``out/browser/`` (git-ignored): ``<notebook>-<step>.png`` at each step,
 ``<notebook>-failure.png`` when an assertion fails. Without a browser the test is skipped on a
@@ -38,6 +40,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "out" / "browser"
+LEARNER_NOTEBOOK = "00_setup.ipynb"  # the learner copy whose Run All the browser test watches
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -142,12 +145,9 @@ def chromium() -> str:
     return path
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    """JupyterLab 4 on 127.0.0.1 with a token, serving a folder with the generated notebooks."""
-    folder = tmp_path_factory.mktemp("lab")
-    home = tmp_path_factory.mktemp("jupyter-home")
-    _write_notebooks(folder)
+@contextlib.contextmanager
+def _jupyterlab(folder: Path, home: Path, config_path: Path | None = None):
+    """JupyterLab 4 on 127.0.0.1 with a token, serving ``folder``; ``config_path`` as ``make lab`` passes it."""
     port, token = _free_port(), secrets.token_hex(16)
     news = home / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     news.parent.mkdir(parents=True)
@@ -155,6 +155,9 @@ def lab(tmp_path_factory):
     env = dict(os.environ,
                JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_RUNTIME_DIR=str(home / "runtime"),
                JUPYTERLAB_SETTINGS_DIR=str(home / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"))  # fmt: skip
+    env.pop("JUPYTER_CONFIG_PATH", None)
+    if config_path is not None:
+        env["JUPYTER_CONFIG_PATH"] = str(config_path)
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
            f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
            f"--ServerApp.root_dir={folder}", "--LabApp.expose_app_in_browser=True", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]  # fmt: skip
@@ -179,6 +182,33 @@ def lab(tmp_path_factory):
     finally:
         _stop(proc, "JupyterLab")
         log.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab as instructors open it (nbgrader's extension on), serving the generated notebooks."""
+    folder = tmp_path_factory.mktemp("lab")
+    _write_notebooks(folder)
+    with _jupyterlab(folder, tmp_path_factory.mktemp("jupyter-home")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def learner_lab(tmp_path_factory):
+    """JupyterLab as ``make lab`` opens it: the learner's copy of notebook 00, with the learners' Jupyter config."""
+    from course_lib.notebook_export import export_student_notebooks
+
+    source, folder = tmp_path_factory.mktemp("course"), tmp_path_factory.mktemp("learner")
+    shutil.copy(ROOT / "notebooks" / LEARNER_NOTEBOOK, source / LEARNER_NOTEBOOK)
+    export_student_notebooks(source, folder)
+    learner = nbformat.read(folder / LEARNER_NOTEBOOK, as_version=4)
+    for cell in learner.cells:  # no stored counts: a count on a cell then means this run executed it
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    nbformat.write(learner, folder / LEARNER_NOTEBOOK)
+    config = ROOT / "course_lib" / "data" / "jupyter-learner"
+    with _jupyterlab(folder, tmp_path_factory.mktemp("learner-home"), config_path=config) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -246,11 +276,16 @@ class Notebook:
                                " window.jupyterapp.commands.execute('notebook:run-all-cells'); }")  # fmt: skip
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
-                running, count = self.status(0)
+                running, count = self.status(self.code_cells()[0])
                 if running or count:
                     return
                 time.sleep(0.5)
         raise AssertionError(f"{self.name}: Run All did not start the first cell")
+
+    def code_cells(self) -> list[int]:
+        """Indices (among all cells, as ``status`` takes them) of the code cells."""
+        return self.page.evaluate(f"() => {self.panel_js}.content.widgets.map((w, i) => [w.model.type, i])"
+                                  ".filter(p => p[0] === 'code').map(p => p[1])")  # fmt: skip
 
     def status(self, i: int) -> tuple[bool, int | None]:
         """(cell ``i`` running or queued?, its execution count), from JupyterLab's cell model."""
@@ -345,6 +380,28 @@ def test_block_explorer_figure_and_quiz_in_jupyterlab(browser, lab):
         question.get_by_text(re.compile(r"^(Correct|Not quite|Partly right)")).first.wait_for(timeout=30_000)
         nb.shot("quiz", cell=2)
         assert nb.errors() == []
+
+
+NBGRADER_JS = "() => ['nbgrader:validate-assignment', 'nbgrader:open-formgrader'].filter(c => window.jupyterapp.commands.hasCommand(c))"
+
+
+def test_run_all_on_a_learner_copy_reaches_the_quiz_without_instructor_tools(browser, learner_lab, lab):
+    """A learner's Run All with every exercise unanswered: each says "not yet", no cell fails, the last cell
+    (the quiz) runs; nbgrader's menu and Validate button are not there (they are in the instructors' lab)."""
+    with _open(browser, lab, "02_block_hashing.ipynb") as instructor:
+        assert instructor.page.evaluate(NBGRADER_JS), "control: the instructors' lab should have nbgrader's commands"
+    with _open(browser, learner_lab, LEARNER_NOTEBOOK) as nb:
+        assert nb.page.evaluate(NBGRADER_JS) == []
+        menus = nb.page.locator(".lm-MenuBar-itemLabel").all_text_contents()
+        assert menus and not [m for m in menus if "grader" in m.lower()], menus
+        code = nb.code_cells()
+        nb.run_all()
+        nb.wait_done(code[-1], 600)  # Run All reached the last code cell and ran it
+        assert all(nb.status(i)[1] for i in code), "every code cell ran"
+        assert nb.errors() == []
+        outputs = " ".join(nb.root.locator(".jp-OutputArea-output").all_text_contents())
+        assert "not yet [00." in outputs and "no answer yet" in outputs.lower()
+        nb.shot("learner-run-all")
 
 
 def test_live_hit_rate_chart_moves_while_its_cell_runs(browser, lab):
