@@ -91,3 +91,24 @@ def test_the_course_stands_on_its_own(path):
     """No reference to the outline the course grew from: a learner does not have it."""
     found = _OUTLINE_WORDS.findall(path.read_text(encoding="utf-8", errors="replace"))
     assert not found, f"{len(found)} reference(s) to a document learners do not have"
+
+
+def _markdown(path: Path) -> list[str]:
+    return ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "markdown"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_each_notebook_opens_with_time_assumptions_and_objectives(path):
+    opening = _markdown(path)[0]
+    assert re.search(r"\*\*Time[^*]*\*\*", opening), "say how long the notebook takes"
+    assert re.search(r"\*\*(Assumes|You need|You should know)", opening), "say what it assumes"
+    objectives = re.findall(r"^\d+\. ", opening, re.M)
+    assert 3 <= len(objectives) <= 5, f"3-5 numbered objectives, found {len(objectives)}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS[1:], ids=lambda p: p.stem)
+def test_vllm_internals_wait_in_a_going_deeper_section_at_the_end(path):
+    headings = [m for md in _markdown(path) for m in re.findall(r"^#+ (.+)$", md, re.M)]
+    deeper = [i for i, h in enumerate(headings) if h.strip().lower().startswith("going deeper")]
+    assert deeper, "a 'Going deeper' section"
+    assert len(headings) - deeper[0] <= 12, "'Going deeper' comes at the end (after the main path's sections)"
