@@ -16,7 +16,8 @@ from course_lib import quiz as Q
 
 REPO = Path(__file__).resolve().parents[1]
 QUIZ_FILES = sorted((REPO / "quizzes").glob("*.yaml"))
-NOTEBOOK_QUIZZES = ["00_setup", "01_kv_cache", "02_block_hashing", "03_live_engine", "04_chat", "05_rag", "06_metrics", "07_fleet"]
+NOTEBOOK_QUIZZES = ["00_setup", "01_kv_cache", "02_block_hashing", "03_live_engine", "04_chat", "05_rag", "06_metrics", "07_fleet",
+                    "08_troubleshooting", "09_second_tier"]
 
 
 # ----------------------------------------------------------------- answer keys as submissions
@@ -699,7 +700,7 @@ def test_outside_a_checkout_quizzes_come_from_the_package_in_exam_mode(monkeypat
 # ----------------------------------------------------------------- quiz quality (issue 14's rules)
 
 #: The quizzes written under the rules below (01 and 07 are checked by their own test files).
-RULED = ["00_setup", "01_kv_cache", "02_block_hashing", "03_live_engine", "04_chat", "05_rag", "06_metrics", "07_fleet", "module2"]
+RULED = NOTEBOOK_QUIZZES + ["module2"]
 
 
 def _single_ranks() -> list[tuple[str, int, int, int]]:
@@ -833,7 +834,11 @@ def test_computed_answers_come_from_course_lib():
                          # computed in tests/test_quiz_01_kv_cache.py and tests/test_quiz_07_fleet.py
                          ("01_kv_cache", "bytes_per_token"), ("01_kv_cache", "blocks_in_budget"),
                          ("07_fleet", "capped_block"), ("07_fleet", "fleet_rate"), ("07_fleet", "imbalance"),
-                         ("07_fleet", "kv_cost")}  # fmt: skip
+                         ("07_fleet", "kv_cost"),
+                         # computed in tests/test_diagnose.py (test_quiz_08_computed_answers_come_from_course_lib)
+                         ("08_troubleshooting", "seconds_at_top"), ("08_troubleshooting", "junction_block"),
+                         ("08_troubleshooting", "hybrid_unit"), ("08_troubleshooting", "eagle_drop"),
+                         ("08_troubleshooting", "restart_rate")}  # fmt: skip
     assert tagged - checked_elsewhere <= set(computed), tagged - checked_elsewhere - set(computed)
     for (quiz_id, qid), value in computed.items():
         q = Q.load_quiz(quiz_id).question(qid)
