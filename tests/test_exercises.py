@@ -184,3 +184,28 @@ def test_01_1_expects_what_the_generation_loops_feed_the_model():
     slip = nb01.check_positions_computed(200 * 100, right[1] + 1, prompt_tokens=200, new_tokens=100)
     assert not slip.ok and not {right[0], right[1]} & _numbers(str(slip) + slip.hint(9))
     assert "not yet" in str(nb01.check_positions_computed(..., ..., prompt_tokens=200, new_tokens=100))
+
+
+def test_07_1_prices_replicas_as_vllm_router_does():
+    """Exercise 07.1: the check's cost is vllm-router 0.1.17's MultiplicativeScorer, written out here from
+    src/policies/kv_aware.rs; a cost that forgets the queue or the running count is refused, and a wrong pick
+    is refused without the costs being revealed."""
+    from course_lib.exercises import nb07
+
+    def cost(p, c, q, r):
+        return (p - c + q) * (r + 1)
+
+    scenario = [(448, 1300, 3), (0, 0, 1)]
+    assert cost(464, *scenario[0]) == 5264 and cost(464, *scenario[1]) == 928  # the cold replica is cheaper
+    assert nb07.check_router_cost(cost, 1, 464, scenario).ok
+    wrong_pick = nb07.check_router_cost(cost, 0, 464, scenario)
+    assert not wrong_pick.ok and not {5264, 928} & _numbers(str(wrong_pick) + wrong_pick.hint(9))
+    assert not nb07.check_router_cost(lambda p, c, q, r: (p - c) * (r + 1), 1, 464, scenario).ok  # queue forgotten
+    assert not nb07.check_router_cost(lambda p, c, q, r: p - c + q, 1, 464, scenario).ok  # load forgotten
+    assert nb07.check_router_cost(cost, 0, 464, [(448, 0, 3), (0, 0, 1)]).ok  # nothing queued: the prefix wins
+    assert "not yet" in str(nb07.check_router_cost(cost, ..., 464, scenario))
+
+    def unwritten(p, c, q, r):
+        raise NotImplementedError
+
+    assert "not yet" in str(nb07.check_router_cost(unwritten, 1, 464, scenario))
