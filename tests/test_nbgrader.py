@@ -29,13 +29,15 @@ MINI = "02_exercises"
 
 def _mini_notebook(path: Path) -> int:
     """Notebook 02's exercise section as it is in the course (statements, solutions, checks, quiz; not the
-    "Going deeper" section after it), after the one import its solutions need. Returns the number of exercises."""
+    "Going deeper" section before the quiz), after the one import its solutions need. Returns the number of exercises."""
     nb = nbformat.read(REPO / "notebooks" / "02_block_hashing.ipynb", as_version=4)
     first = min(i for i, c in enumerate(nb.cells) if BEGIN in c.source)
     start = max(i for i in range(first) if nb.cells[i].cell_type == "markdown" and nb.cells[i].source.startswith("#"))
-    end = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and c.source.startswith("## Going deeper")),
-               len(nb.cells))  # the optional section after the quiz reads vLLM's source with earlier cells' names
-    nb.cells = [nbformat.v4.new_code_cell("from course_lib.hashing import block_hashes")] + nb.cells[start:end]
+    # Without the optional "Going deeper" section (it reads vLLM's source with names from the main path).
+    deeper = [i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and c.source.startswith("## ")]
+    gd = next((i for i in deeper if nb.cells[i].source.startswith("## Going deeper")), len(nb.cells))
+    after = next((i for i in deeper if i > gd), len(nb.cells))
+    nb.cells = [nbformat.v4.new_code_cell("from course_lib.hashing import block_hashes")] + nb.cells[start:gd] + nb.cells[after:]
     nbformat.write(nb, path)
     return sum(BEGIN in c.source for c in nb.cells)
 
