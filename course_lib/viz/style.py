@@ -25,7 +25,7 @@ COLORS: dict[str, str] = {
 }
 
 #: Categories with no cache meaning (configurations, prompt sets, engines), in this order.
-SERIES: list[str] = ["#0072B2", "#CC79A7", "#56B4E9", "#882255", "#332288", "#44AA99"]
+SERIES: list[str] = ["#0072B2", "#CC79A7", "#56B4E9", "#882255", "#332288", "#999933"]
 
 #: Routing policies (notebooks 07-09), the same colour in every figure; pooled is the shared-cache bound.
 POLICY_COLORS: dict[str, str] = {
