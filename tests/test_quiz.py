@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -113,9 +114,12 @@ def test_each_notebook_ends_with_its_own_quiz():
     assert notebooks, "the course's notebooks are missing"
     for path in notebooks:
         nb = nbformat.read(path, as_version=4)
-        # The quiz comes at the end: in one of the last code cells (a "What you measured" cell that prints
-        # its numbers from code may follow it).
-        last = [c.source for c in nb.cells if c.cell_type == "code"][-3:]
+        # The quiz ends the main path: in one of its last code cells (a "What you measured" cell that prints
+        # its numbers from code may follow it). An optional "Going deeper" section may come after it.
+        deeper = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
+                       and re.search(r"^#+ Going deeper", c.source, re.M)), len(nb.cells))  # fmt: skip
+        ends = {len(nb.cells), deeper}
+        last = [s for end in ends for s in [c.source for c in nb.cells[:end] if c.cell_type == "code"][-3:]]
         assert any(f'quiz.show("{path.stem}")' in s for s in last), f"{path.name}: the notebook must end with its quiz"
         assert Q.resolve(path.stem) == REPO / "quizzes" / f"{path.stem}.yaml"
 
@@ -776,7 +780,8 @@ def _rag(preamble: int, chunks: list[list[int]], question: int, seed: int) -> li
 
 def _computed_answers() -> dict[tuple[str, str], float]:
     """Every computed answer, from course_lib (simulator, metrics), never typed."""
-    from course_lib.simulator import PrefixCacheSimulator
+    from course_lib.kv_cache import kv_bytes_per_token
+    from course_lib.simulator import PrefixCacheSimulator, expected_cached_tokens
 
     shared_sim, shared_cached = _system_prompt_scenario(32)
     shared_prompt_tokens = 3 * 1050
@@ -820,6 +825,11 @@ def _computed_answers() -> dict[tuple[str, str], float]:
         ("module2", "aligned_block64"): _sim_cached(128, 128, 128, 64),
         ("module2", "system_prompt_hit_rate"): round(shared_sim.stats.hit_rate, 2),
         ("module2", "half_shared_block16"): _sim_cached(1000, 1000, 500, 16),
+        # 09: the tier is asked from block 0 once the local cache is reset, under the same n-1 cap.
+        ("09_second_tier", "tier_after_reset"): expected_cached_tokens(_ids(330, 91), _ids(330, 91), 32),
+        ("09_second_tier", "block_bytes"): 32 * kv_bytes_per_token(
+            {"num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64}, "bfloat16"
+        ),
     }
 
 
